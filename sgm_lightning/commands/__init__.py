@@ -1,0 +1,1 @@
+"""Subcommands of the ``sgm`` command line (see :mod:`sgm_lightning.cli`)."""

@@ -1,0 +1,50 @@
+"""Turn a noise-conditional network ``net(x, labels)`` into the ``score_fn(x, t)`` of DESIGN.md.
+
+The labels and output scaling follow score_sde's ``get_score_fn`` so official checkpoints work:
+
+* VE, continuous: label = sigma(t); the network divides by sigma itself (``scale_by_sigma``).
+* VE, discrete (NCSN levels): label = round((T - t)(N - 1)), the index into the *descending*
+  sigma ladder the network stores (0 = largest noise).
+* VP / sub-VP / OU, continuous: label = 999 t and score = -output / std(t) (epsilon prediction).
+* VP, discrete (DDPM): label = round(t (N - 1)), score = -output / sqrt(1 - alphabar_label).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..sde import SDE, VESDE, VPSDE, ScoreFn, bcast
+
+
+def noise_labels(sde: SDE, t: torch.Tensor, continuous: bool = True) -> torch.Tensor:
+    """The conditioning the network receives at times ``t`` (see module docstring)."""
+    if isinstance(sde, VESDE):
+        if continuous:
+            return sde.marginal_coeffs(t)[1]
+        return torch.round((sde.T - t) * (sde.N - 1)).long()
+    if continuous:
+        return t * 999
+    return torch.round(t * (sde.N - 1) / sde.T).long()
+
+
+def output_to_score(sde: SDE, out: torch.Tensor, t: torch.Tensor, continuous: bool = True) -> torch.Tensor:
+    """Convert the network output at ``t`` into grad_x log p_t(x)."""
+    if isinstance(sde, VESDE):
+        return out
+    if continuous or not isinstance(sde, VPSDE):
+        std = sde.marginal_coeffs(t)[1]
+    else:
+        i = sde.discrete_index(t)
+        std = torch.sqrt(1.0 - sde.alphas_cumprod.to(device=t.device, dtype=t.dtype)[i])
+    return -out / bcast(std, out)
+
+
+def score_fn_from_net(net: nn.Module, sde: SDE, *, continuous: bool = True) -> ScoreFn:
+    """``score_fn(x, t)`` for samplers: runs ``net`` in whatever mode (train/eval) it is in."""
+
+    def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = net(x, noise_labels(sde, t, continuous))
+        return output_to_score(sde, out, t, continuous)
+
+    return score_fn

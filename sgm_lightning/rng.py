@@ -1,0 +1,100 @@
+"""Noise sources that make stochastic sampling reproducible per sample.
+
+Every sampler takes ``generator=``, which may be
+
+* ``None``: the global torch RNG;
+* one ``torch.Generator``: a single stream for the whole batch (fast, but sample k then
+  depends on the batch it ran in);
+* a sequence of generators or integer seeds, one per sample: sample k's noise depends only
+  on its own seed, so it is bitwise identical whatever batch or device count it ran with.
+
+Per-sample noise is drawn on each generator's own device (CPU for seeds) and then moved,
+so the bits do not depend on where the score network runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+GeneratorLike = torch.Generator | Sequence[torch.Generator | int] | None
+
+
+def as_generator(generator: GeneratorLike, batch: int | None = None) -> GeneratorLike:
+    """Normalise ``generator``: integer seeds become CPU generators; a list is length-checked."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, (int, str)):
+        raise ValueError(
+            "generator: pass a torch.Generator or a list of per-sample seeds/generators, "
+            f"not {type(generator).__name__}"
+        )
+    gens = [g if isinstance(g, torch.Generator) else seeded(int(g)) for g in generator]
+    if batch is not None and len(gens) != batch:
+        raise ValueError(
+            f"generator: got {len(gens)} per-sample generators for a batch of {batch}; "
+            "pass exactly one seed or generator per sample"
+        )
+    return gens
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return g
+
+
+def sample_generators(seed: int, indices: Sequence[int] | torch.Tensor) -> list[torch.Generator]:
+    """One generator per global sample index: image k depends only on ``(seed, k)``.
+
+    The per-sample seed mixes the run seed and the index with a large odd multiplier so
+    neighbouring (seed, k) pairs do not share streams.
+    """
+    if isinstance(indices, torch.Tensor):
+        indices = indices.tolist()
+    return [seeded((int(seed) * 1_000_003 + int(k)) % (2**63 - 1)) for k in indices]
+
+
+def randn(
+    shape: Sequence[int],
+    generator: GeneratorLike = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Standard normal noise of ``shape`` (leading dim = batch) from ``generator``."""
+    shape = tuple(shape)
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    if isinstance(generator, torch.Generator):
+        z = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+        return z.to(device)
+    gens = as_generator(generator, shape[0])
+    z = torch.stack(
+        [torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in gens]
+    )
+    return z.to(device)
+
+
+def randn_like(x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
+    return randn(x.shape, generator, device=x.device, dtype=x.dtype)
+
+
+def rand(
+    shape: Sequence[int],
+    generator: GeneratorLike = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Uniform [0, 1) noise, with the same generator conventions as :func:`randn`."""
+    shape = tuple(shape)
+    if generator is None:
+        return torch.rand(shape, device=device, dtype=dtype)
+    if isinstance(generator, torch.Generator):
+        return torch.rand(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    gens = as_generator(generator, shape[0])
+    u = torch.stack([torch.rand(shape[1:], generator=g, device=g.device, dtype=dtype) for g in gens])
+    return u.to(device)
