@@ -9,7 +9,9 @@ import importlib
 import sys
 
 #: subcommand name -> module in sgm_lightning.commands (one line per command)
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "lab": "lab",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
