@@ -14,7 +14,7 @@ PROCESSES = [VESDE(sigma_min=0.01, sigma_max=5.0), VPSDE(), SubVPSDE(), OUSDE(T=
 def test_marginal_matches_euler_maruyama(sde):
     """Simulate the forward SDE finely from x0 and compare mean/std with marginal_prob."""
     g = torch.Generator().manual_seed(0)
-    n, steps = 20000, 2000
+    n, steps = 10000, 800
     x0 = torch.full((n, 1), 1.5, dtype=torch.float64)
     x = x0.clone()
     t_end = 0.6 * sde.T
@@ -26,7 +26,7 @@ def test_marginal_matches_euler_maruyama(sde):
     mean, std = sde.marginal_prob(x0, torch.full((n,), t_end, dtype=torch.float64))
     se = std[0].item() / math.sqrt(n)
     assert abs(x.mean().item() - mean[0, 0].item()) < 5 * se + 2e-3
-    assert abs(x.std().item() / std[0].item() - 1) < 0.02
+    assert abs(x.std().item() / std[0].item() - 1) < 0.03
 
 
 @pytest.mark.parametrize("sde", PROCESSES, ids=lambda s: type(s).__name__)
