@@ -102,7 +102,7 @@ class OneHotLogits(nn.Module):
         return feats, 50.0 * nn.functional.one_hot(cls, 4).double()
 
 
-@pytest.mark.filterwarnings("ignore:std\\(\\): degrees of freedom")  # one split has no spread
+@pytest.mark.filterwarnings(r"ignore:std\(\). degrees of freedom:UserWarning")  # one split: no spread
 def test_inception_score_is_the_number_of_equally_used_classes():
     imgs = torch.cat([torch.full((25, *SHAPE), 32 + 64 * k, dtype=torch.uint8) for k in range(4)])
     imgs[:, 0, 0, 0] += torch.arange(100, dtype=torch.uint8) % 7  # distinct images, same classes
