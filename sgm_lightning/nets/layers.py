@@ -1,0 +1,142 @@
+"""Building blocks of NCSN++ / DDPM++ (score_sde ``layers.py`` / ``layerspp.py``).
+
+Initialisation follows score_sde (DDPM's ``variance_scaling(scale, 'fan_avg', 'uniform')``, zero
+biases, ``init_scale = 0`` -> 1e-10) so freshly built networks start where the official ones do.
+Names here are our own; :mod:`.convert` maps the official flat names onto them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import fir
+
+#: score_sde ``nonlinearity`` names -> activation modules
+ACTIVATIONS = {"swish": nn.SiLU, "silu": nn.SiLU, "elu": nn.ELU, "relu": nn.ReLU, "lrelu": lambda: nn.LeakyReLU(0.2)}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name.lower() not in ACTIVATIONS:
+        raise ValueError(f"nonlinearity: unknown value {name!r}; use one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name.lower()]()
+
+
+@torch.no_grad()
+def default_init_(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """DDPM init: U(-a, a), a = sqrt(3 scale / fan_avg), fan_avg = (fan_in + fan_out) / 2."""
+    scale = 1e-10 if scale == 0 else scale
+    receptive = weight[0, 0].numel() if weight.ndim > 2 else 1
+    fan_avg = (weight.shape[0] + weight.shape[1]) * receptive / 2
+    return weight.uniform_(-1.0, 1.0).mul_(math.sqrt(3 * scale / fan_avg))
+
+
+def conv(in_ch: int, out_ch: int, kernel: int = 3, *, stride: int = 1, padding: int | None = None,
+         bias: bool = True, init_scale: float = 1.0) -> nn.Conv2d:
+    """Conv2d with DDPM initialisation (score_sde ``ddpm_conv3x3`` / ``ddpm_conv1x1``)."""
+    layer = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2 if padding is None else padding,
+                      bias=bias)
+    default_init_(layer.weight, init_scale)
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+def dense(in_dim: int, out_dim: int) -> nn.Linear:
+    layer = nn.Linear(in_dim, out_dim)
+    default_init_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """score_sde's GroupNorm: min(C // 4, 32) groups, eps 1e-6."""
+    return nn.GroupNorm(min(channels // 4, 32), channels, eps=1e-6)
+
+
+def skip_sum(x: torch.Tensor, h: torch.Tensor, rescale: bool) -> torch.Tensor:
+    """Residual sum, divided by sqrt(2) when ``skip_rescale`` (NCSN++, Song et al. 2021, App. H)."""
+    return (x + h) / math.sqrt(2.0) if rescale else x + h
+
+
+class GaussianFourierProjection(nn.Module):
+    """Random Fourier features [sin 2 pi W s, cos 2 pi W s] of s = log sigma, W ~ N(0, scale^2) fixed.
+
+    ``W`` is a buffer (official: a parameter with ``requires_grad=False``), so optimisers and EMA
+    never see it. Input ``(B,)`` -> output ``(B, 2 * embedding_size)``.
+    """
+
+    def __init__(self, embedding_size: int, scale: float = 16.0):
+        super().__init__()
+        self.register_buffer("W", torch.randn(embedding_size) * scale)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        # left-to-right as the official code: reordering moves arguments of ~500 rad by ~3e-5
+        proj = s[:, None] * self.W[None, :] * 2 * math.pi
+        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+
+
+def timestep_embedding(labels: torch.Tensor, dim: int, max_positions: float = 10_000.0) -> torch.Tensor:
+    """DDPM sinusoidal embedding ``(B,) -> (B, dim)`` (Vaswani et al.; score_sde's convention).
+
+    Frequencies exp(-log(max_positions) i / (dim/2 - 1)); computed in float32 as the official code
+    (float64 when the labels are float64).
+    """
+    dtype = torch.float64 if labels.dtype == torch.float64 else torch.float32
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, dtype=dtype, device=labels.device) * -(math.log(max_positions) / (half - 1)))
+    emb = labels.to(dtype)[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
+    return F.pad(emb, (0, 1)) if dim % 2 == 1 else emb
+
+
+class Resample(nn.Module):
+    """Stand-alone up/down-sampling by 2 (score_sde ``layerspp.Upsample`` / ``Downsample``).
+
+    ``fir=True`` uses the FIR filter (with a fused 3x3 conv when ``with_conv``); otherwise nearest
+    / 2x2-mean resampling (an optional plain 3x3 conv after up-sampling, or a strided 3x3 conv
+    with TF 'SAME'-style (0, 1) padding for down-sampling). ``(B, in_ch, H, W) -> (B, out_ch, 2H|H/2, ...)``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int | None = None, *, up: bool, with_conv: bool,
+                 fir_kernel: list[float] | None):
+        super().__init__()
+        out_ch = out_ch or in_ch
+        if not with_conv and out_ch != in_ch:
+            raise ValueError("Resample: changing channels needs with_conv=True")
+        self.up, self.with_conv, self.fir = up, with_conv, fir_kernel is not None
+        if self.fir:
+            self.register_buffer("kernel", fir.make_kernel(fir_kernel, gain=4.0 if up else 1.0), persistent=False)
+        if with_conv:
+            # with FIR, only the weight (C_out, C_in, 3, 3) and bias are used (fused in fir.*_conv*)
+            strided = not up and not self.fir
+            self.conv = conv(in_ch, out_ch, 3, stride=2 if strided else 1, padding=0 if strided else 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fir:
+            if not self.with_conv:
+                return fir.upsample(x, self.kernel) if self.up else fir.downsample(x, self.kernel)
+            op = fir.upsample_conv if self.up else fir.conv_downsample
+            return op(x, self.conv.weight, self.kernel) + self.conv.bias[None, :, None, None]
+        if self.up:
+            x = fir.naive_upsample(x)
+            return self.conv(x) if self.with_conv else x
+        if self.with_conv:
+            return self.conv(F.pad(x, (0, 1, 0, 1)))
+        return fir.naive_downsample(x)
+
+
+class Combine(nn.Module):
+    """Merge a 1x1-projected pyramid image into the features: 'sum' or channel 'cat' (layerspp.Combine)."""
+
+    def __init__(self, in_ch: int, out_ch: int, method: str):
+        super().__init__()
+        self.proj = conv(in_ch, out_ch, 1)
+        self.method = method
+
+    def forward(self, pyramid: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        p = self.proj(pyramid)
+        return torch.cat([p, h], dim=1) if self.method == "cat" else p + h
