@@ -1,0 +1,340 @@
+"""Typed training configs: OmegaConf structured configs built from dataclasses.
+
+A run's config is ``Config`` below, filled from a YAML file (``configs/*.yaml``) and then from
+``key=value`` overrides. An unknown key, a value of the wrong type or an impossible value
+(sigma_min >= sigma_max, steps <= 0, a Trainer option Lightning does not have) raises
+``ValueError`` naming the full key, before any data is read or any network is built.
+
+    cfg = load_config("configs/digits.yaml", ["trainer.max_steps=100", "optim.lr=1e-3"])
+    cfg.sde.sigma_max, cfg.trainer["max_steps"]
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+#: the repository's configs/ folder (works for the editable install and from a clone)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_CONFIG = "digits"
+
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "lsun", "image_folder")
+POINT_DATASETS = ("mixture", "moons", "swiss_roll", "checkerboard", "rings")
+
+
+@dataclass
+class MixtureConfig:
+    """An isotropic Gaussian mixture (sgm_lightning.analytic.GaussianMixture): K weights, K x d means, K stds."""
+
+    weights: list[float] = field(default_factory=lambda: [0.5, 0.5])
+    means: list[list[float]] = field(default_factory=lambda: [[-2.0, 0.0], [2.0, 0.0]])
+    stds: list[float] = field(default_factory=lambda: [0.5, 0.5])
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"          # one of IMAGE_DATASETS or POINT_DATASETS
+    root: str = "data"               # where torchvision datasets / image folders live
+    download: bool = False           # let torchvision download mnist / fashion_mnist / cifar10 / celeba
+    image_size: int = 16             # images are resized to image_size x image_size
+    centered: bool = True            # scale pixels to [-1, 1] (else [0, 1])
+    random_flip: bool = False        # random horizontal flips of training images
+    uniform_dequantization: bool = False  # (255 x + U[0, 1)) / 256 on training images
+    lsun_category: str = "church_outdoor"
+    val_fraction: float = 0.1        # held-out share of the training split for validation
+    max_val: int = 2048              # at most this many validation items
+    batch_size: int = 128            # per device
+    val_batch_size: int = 256
+    num_workers: int = 0
+    split_seed: int = 0              # the train/val split (and toy point sets) depend only on it
+    n_points: int = 20_000           # size of a toy point set
+    toy_noise: float = 0.05          # jitter of the classic 2-D toys
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+
+
+@dataclass
+class SDEConfig:
+    name: str = "ve"                 # ve | vp | subvp | ou
+    sigma_min: float = 0.01          # VE
+    sigma_max: float = 50.0          # VE
+    beta_min: float = 0.1            # VP / sub-VP
+    beta_max: float = 20.0           # VP / sub-VP
+    T: float = 5.0                   # OU horizon
+    N: int = 1000                    # discretisation levels (discrete training, samplers)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "mlp"                # a name build_network knows (mlp, ncsnpp, ncsnv2, ...)
+    preset: Optional[str] = None     # a key of sgm_lightning.nets.PRESETS; kwargs override it
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    continuous: bool = True          # t ~ U(eps, T) (else uniform discrete levels, NCSN / DDPM)
+    eps: float = 1e-5                # smallest training time (score_sde)
+    weighting: str = "sigma2"        # sigma2 (score_sde default) | likelihood (g(t)^2)
+    reduce: str = "mean"             # mean over dimensions | sum (0.5 * sum, score_sde)
+    anneal_power: float = 2.0        # discrete levels: weight sigma^anneal_power (NCSN)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"               # adam | adamw
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 5000         # linear warm-up of the learning rate
+    schedule: str = "constant"       # constant | cosine (decay to min_lr_ratio * lr at total_steps)
+    total_steps: Optional[int] = None  # cosine horizon; default trainer.max_steps
+    min_lr_ratio: float = 0.0
+    grad_clip: Optional[float] = 1.0  # gradient-norm clipping through Lightning; null = off
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = True
+    decay: float = 0.999             # the decay ceiling
+    warmup: str = "score_sde"        # none | score_sde: min(decay, (1+n)/(10+n)) | power | halflife
+    inv_gamma: float = 1.0           # power: 1 - (1 + n / inv_gamma)^-power
+    power: float = 0.75
+    halflife_steps: float = 1000.0   # halflife: beta = 0.5^(1 / h), h = min(halflife, ramp * n)
+    ramp: Optional[float] = 0.05     # halflife ramp-up ratio (EDM); null = no ramp
+
+
+@dataclass
+class LoggingConfig:
+    logger: str = "wandb"            # wandb | tensorboard | csv | none
+    project: str = "sgm-lightning"
+    group: Optional[str] = None      # wandb group (default: the config name)
+    save_dir: str = "runs"           # logger files (wandb/, tensorboard/, csv/)
+    wandb_mode: str = "auto"         # auto (online iff an API key is configured) | online | offline
+    val_buckets: int = 8             # validation loss is also reported in this many sigma buckets
+    log_every_n_steps: int = 50
+
+
+@dataclass
+class CheckpointConfig:
+    dir: str = "checkpoints"         # checkpoints/<run name>/
+    save_top_k: int = 2              # best-k by validation loss, plus last.ckpt
+    every_n_train_steps: Optional[int] = None  # also save every n steps (default: each validation)
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "pc"              # pc | ald | ode | edm ... (sgm_lightning.sampling.run_sampler)
+    predictor: str = "reverse_diffusion"
+    corrector: str = "langevin"
+    snr: float = 0.16
+    steps: Optional[int] = None      # sampling steps (default: sde.N)
+    corrector_steps: int = 1
+    n_steps_each: int = 5            # ALD: Langevin steps per level
+    step_lr: float = 6.2e-6          # ALD: epsilon of alpha_i = eps (sigma_i / sigma_min)^2
+    method: str = "rk45"             # ODE solver
+    denoise: bool = True             # final Tweedie / noise-free step
+    norms: str = "batch"             # Langevin step-size norms: batch | sample
+    n_samples: int = 64              # grid size during and at the end of training
+    batch_size: int = 64
+    every_n_steps: int = 0           # sample grids during training (0 = off)
+    at_end: bool = True              # draw a grid from the EMA net when training ends
+    seed: int = 0
+    trajectory: bool = False         # also record intermediate states
+    trajectory_frames: int = 10      # how many, evenly spaced in steps
+
+
+@dataclass
+class EvalConfig:
+    every_n_steps: int = 0           # FID/KID during training (0 = off)
+    n_samples: int = 1000
+    batch_size: int = 250
+    inception_weights: Optional[str] = None  # local torch-fidelity Inception weights (no download)
+    reference_stats: Optional[str] = None    # .npz with mu, sigma of the real data
+    kid_subset_size: int = 100
+
+
+@dataclass
+class Config:
+    name: Optional[str] = None       # run name (default: <config>-<time> or the scheduler job id)
+    seed: int = 0
+    resume: Optional[str] = None     # PATH to a .ckpt | last
+    num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
+    data: DataConfig = field(default_factory=DataConfig)
+    sde: SDEConfig = field(default_factory=SDEConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    trainer: dict[str, Any] = field(default_factory=lambda: {"max_steps": 1000, "accelerator": "auto"})
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def resolve_config_path(path: str | os.PathLike | None) -> Path:
+    """``None`` -> configs/digits.yaml; a bare name ``cifar10_ncsnpp`` -> configs/<name>.yaml."""
+    if path is None:
+        path = CONFIG_DIR / f"{DEFAULT_CONFIG}.yaml"
+    p = Path(path)
+    if not p.exists() and not p.suffix and (CONFIG_DIR / f"{p.name}.yaml").exists():
+        p = CONFIG_DIR / f"{p.name}.yaml"
+    if not p.exists():
+        names = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"--config: no such file {str(path)!r}; the bundled configs are {names}")
+    return p
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Defaults <- YAML file <- ``key=value`` overrides, then :func:`validate`. Returns a typed DictConfig."""
+    p = resolve_config_path(path)
+    for o in overrides:
+        if "=" not in o or o.startswith("="):
+            raise ValueError(f"override {o!r}: write overrides as key=value, e.g. trainer.max_steps=100")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(p))
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise ValueError(_describe(err, p)) from None
+    validate(cfg)
+    return cfg
+
+
+def config_from_yaml(text: str) -> DictConfig:
+    """Rebuild and validate a config saved with :func:`to_yaml` (e.g. from a checkpoint)."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))
+    except OmegaConfBaseException as err:
+        raise ValueError(_describe(err, "the saved config")) from None
+    validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def _describe(err: OmegaConfBaseException, where) -> str:
+    key = getattr(err, "full_key", None) or "?"
+    msg = str(err).split("\n")[0]
+    if "not in" in msg or "Key" in type(err).__name__:
+        return f"{key}: unknown config key (in {where}); check the spelling against sgm_lightning/config.py"
+    return f"{key}: {msg} (in {where})"
+
+
+# --- value checks --------------------------------------------------------------------------
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}: {msg}")
+
+
+def _one_of(value, key: str, choices) -> None:
+    _check(value in choices, key, f"got {value!r}; choose one of {list(choices)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ValueError naming the first impossible value. Does no I/O and builds nothing."""
+    d, s, lo, o, e = cfg.data, cfg.sde, cfg.loss, cfg.optim, cfg.ema
+    _one_of(d.dataset, "data.dataset", IMAGE_DATASETS + POINT_DATASETS)
+    _check(d.image_size >= 4, "data.image_size", f"must be >= 4, got {d.image_size}")
+    _check(0 < d.val_fraction < 1, "data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
+    for k in ("batch_size", "val_batch_size", "max_val", "n_points"):
+        _check(d[k] >= 1, f"data.{k}", f"must be >= 1, got {d[k]}")
+    _check(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+    if d.dataset == "mixture":
+        _validate_mixture(d.mixture)
+    _one_of(s.name, "sde.name", ("ve", "vp", "subvp", "ou"))
+    _check(0 < s.sigma_min < s.sigma_max, "sde.sigma_min",
+           f"need 0 < sde.sigma_min < sde.sigma_max, got {s.sigma_min} and {s.sigma_max}")
+    _check(0 <= s.beta_min < s.beta_max, "sde.beta_min",
+           f"need 0 <= sde.beta_min < sde.beta_max, got {s.beta_min} and {s.beta_max}")
+    _check(s.T > 0, "sde.T", f"must be > 0, got {s.T}")
+    _check(s.N >= 2, "sde.N", f"must be >= 2, got {s.N}")
+    _check(0 < lo.eps < 1, "loss.eps", f"must be in (0, 1), got {lo.eps}")
+    _one_of(lo.weighting, "loss.weighting", ("sigma2", "likelihood"))
+    _one_of(lo.reduce, "loss.reduce", ("mean", "sum"))
+    if not lo.continuous:
+        _check(s.name in ("ve", "vp"), "loss.continuous",
+               f"discrete levels exist for sde.name=ve (NCSN) or vp (DDPM), not {s.name!r}")
+    _one_of(o.name, "optim.name", ("adam", "adamw"))
+    _check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas",
+           f"need two values in [0, 1), got {list(o.betas)}")
+    _check(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
+    _one_of(o.schedule, "optim.schedule", ("constant", "cosine"))
+    _check(o.total_steps is None or o.total_steps >= 1, "optim.total_steps", f"must be >= 1, got {o.total_steps}")
+    _check(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", f"must be > 0 or null, got {o.grad_clip}")
+    _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {o.min_lr_ratio}")
+    _one_of(e.warmup, "ema.warmup", ("none", "score_sde", "power", "halflife"))
+    _check(0 <= e.decay < 1, "ema.decay", f"must be in [0, 1), got {e.decay}")
+    _check(e.halflife_steps > 0, "ema.halflife_steps", f"must be > 0, got {e.halflife_steps}")
+    _check(e.inv_gamma > 0 and e.power > 0, "ema.power", "ema.inv_gamma and ema.power must be > 0")
+    _validate_trainer(cfg)
+    lg = cfg.logging
+    _one_of(lg.logger, "logging.logger", ("wandb", "tensorboard", "csv", "none"))
+    _one_of(lg.wandb_mode, "logging.wandb_mode", ("auto", "online", "offline"))
+    _check(lg.val_buckets >= 1, "logging.val_buckets", f"must be >= 1, got {lg.val_buckets}")
+    _check(cfg.checkpoint.save_top_k >= -1, "checkpoint.save_top_k", "must be >= -1 (-1 keeps all)")
+    sm = cfg.sample
+    _check(sm.steps is None or sm.steps >= 1, "sample.steps", f"must be >= 1 or null, got {sm.steps}")
+    for k in ("n_samples", "batch_size", "trajectory_frames"):
+        _check(sm[k] >= 1, f"sample.{k}", f"must be >= 1, got {sm[k]}")
+    for k in ("corrector_steps", "every_n_steps", "n_steps_each"):
+        _check(sm[k] >= 0, f"sample.{k}", f"must be >= 0, got {sm[k]}")
+    _check(sm.snr > 0 and sm.step_lr > 0, "sample.snr", "sample.snr and sample.step_lr must be > 0")
+    _one_of(sm.norms, "sample.norms", ("batch", "sample"))
+    ev = cfg.eval
+    for k in ("n_samples", "batch_size", "kid_subset_size"):
+        _check(ev[k] >= 1, f"eval.{k}", f"must be >= 1, got {ev[k]}")
+    _check(ev.every_n_steps >= 0, "eval.every_n_steps", f"must be >= 0, got {ev.every_n_steps}")
+    _check(cfg.num_threads is None or cfg.num_threads >= 1, "num_threads", f"must be >= 1 or null, got {cfg.num_threads}")
+    if cfg.resume not in (None, "last"):
+        _check(str(cfg.resume).endswith(".ckpt"), "resume", f"give a .ckpt path or 'last', got {cfg.resume!r}")
+
+
+def _validate_mixture(m) -> None:
+    k = len(m.weights)
+    _check(k >= 1 and all(w > 0 for w in m.weights), "data.mixture.weights", "need K >= 1 positive weights")
+    _check(math.isclose(sum(m.weights), 1.0, rel_tol=1e-6), "data.mixture.weights",
+           f"must sum to 1, got {sum(m.weights)}")
+    _check(len(m.means) == k and len(m.stds) == k, "data.mixture.means",
+           f"need K={k} means and K stds, got {len(m.means)} and {len(m.stds)}")
+    dims = {len(mu) for mu in m.means}
+    _check(len(dims) == 1 and min(dims) >= 1, "data.mixture.means", "all means need the same dimension >= 1")
+    _check(all(sd > 0 for sd in m.stds), "data.mixture.stds", "must all be > 0")
+
+
+def trainer_option_names() -> set[str]:
+    from pytorch_lightning import Trainer
+
+    return set(inspect.signature(Trainer.__init__).parameters) - {"self", "callbacks", "logger"}
+
+
+#: Trainer options the config sets elsewhere (the builder fills them)
+_RESERVED = {"gradient_clip_val": "optim.grad_clip", "log_every_n_steps": "logging.log_every_n_steps",
+             "default_root_dir": "checkpoint.dir", "enable_checkpointing": "checkpoint.save_top_k"}
+
+
+def _validate_trainer(cfg: DictConfig) -> None:
+    names = trainer_option_names()
+    for key, value in cfg.trainer.items():
+        if key in _RESERVED:
+            raise ValueError(f"trainer.{key}: set {_RESERVED[key]} instead (the builder passes it to the Trainer)")
+        if key not in names:
+            close = [n for n in sorted(names) if n.startswith(str(key)[:4])]
+            hint = f"; did you mean one of {close}?" if close else ""
+            raise ValueError(f"trainer.{key}: not an option of pytorch_lightning.Trainer{hint}")
+    for key in ("max_steps", "max_epochs", "accumulate_grad_batches", "num_nodes"):
+        v = cfg.trainer.get(key)
+        if v is not None and not (isinstance(v, int) and (v >= 1 or (key in ("max_steps", "max_epochs") and v == -1))):
+            raise ValueError(f"trainer.{key}: must be a positive integer, got {v!r}")
+    if cfg.trainer.get("max_steps", -1) == -1 and cfg.trainer.get("max_epochs") is None:
+        raise ValueError("trainer.max_steps: set trainer.max_steps (or trainer.max_epochs) so training ends")
