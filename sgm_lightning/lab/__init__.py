@@ -15,6 +15,7 @@ from .common import LabContext, LabResult, timed, write_outputs
 #: experiment name (as typed on the command line) -> module in sgm_lightning.lab
 EXPERIMENTS: dict[str, str] = {
     "spacing": "spacing",
+    "noise-design": "noise_design",
 }
 
 

@@ -151,17 +151,17 @@ def timed(fn: Callable[[], LabResult]) -> tuple[LabResult, float]:
     return res, time.perf_counter() - t0
 
 
-def new_figure(ncols: int, width: float = 4.6, height: float = 3.6):
-    """A row of ``ncols`` axes with the lab's style (Agg backend, no display needed)."""
+def new_figure(ncols: int, width: float = 4.6, height: float = 3.6, nrows: int = 1):
+    """A grid of ``nrows x ncols`` axes (returned flat, row by row) drawn with the Agg backend."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-    fig.subplots_adjust(wspace=0.3, top=0.84)
-    return fig, list(axes[0])
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    fig.subplots_adjust(wspace=0.3, hspace=0.35, top=0.84 if nrows == 1 else 0.91)
+    return fig, [ax for row in axes for ax in row]
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
@@ -186,3 +186,23 @@ def crossing(x: Sequence[float], y: Sequence[float], level: float, log: bool = T
             u = tx(xs[i]) + f * (tx(xs[i + 1]) - tx(xs[i]))
             return float(np.exp(u) if log else u)
     return float("nan")
+
+
+def call_sampler(fn: Callable, *args, ctx: LabContext, **kwargs):
+    """Call a :mod:`sgm_lightning.sampling` function, passing ``device``/``dtype`` from ``ctx``
+    when it takes them; returns ``(x, nfe)`` (a bare tensor result counts as ``nfe = None``)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    for key, value in (("device", ctx.device), ("dtype", ctx.dtype)):
+        if key in params and key not in kwargs:
+            kwargs[key] = value
+    res = fn(*args, **kwargs)
+    if isinstance(res, torch.Tensor):
+        return res, None
+    return res.x, int(res.nfe)
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error sqrt(p (1 - p) / n) of a fraction measured on n samples."""
+    return math.sqrt(max(p * (1 - p), 1e-12) / n)

@@ -134,13 +134,11 @@ def run(ctx: LabContext) -> LabResult:
 
 
 def _technique2_gamma(d: int) -> float:
-    """NCSNv2 technique 2's ratio for dimension d (NaN when it has no root)."""
+    """NCSNv2 technique 2's ratio for dimension d (NaN when it has no root, d <= 4)."""
+    from ..noise_design import level_ratio
+
     try:
-        from ..noise_design import technique2_gamma
-    except ImportError:
-        return float("nan")
-    try:
-        return float(technique2_gamma(d))
+        return float(level_ratio(d))
     except ValueError:
         return float("nan")
 
