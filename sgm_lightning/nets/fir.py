@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 def make_kernel(k: Sequence[float], gain: float = 1.0) -> torch.Tensor:
     """2-D FIR filter from a 1-D (separable) or 2-D list, normalised to sum ``gain`` (float32)."""
-    t = torch.as_tensor(k, dtype=torch.float64)
+    t = torch.as_tensor(k, dtype=torch.float64, device="cpu")
     if t.ndim == 1:
         t = torch.outer(t, t)
     if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] < 1:

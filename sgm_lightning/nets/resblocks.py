@@ -27,7 +27,7 @@ class ResBlock(nn.Module):
                  fir_kernel: list[float] | None = None):
         super().__init__()
         out_ch = out_ch or in_ch
-        self.act, self.up, self.down, self.skip_rescale = act, up, down, skip_rescale
+        self.act, self.kind, self.up, self.down, self.skip_rescale = act, kind, up, down, skip_rescale
         if fir_kernel is not None and (up or down):
             self.register_buffer("kernel", fir.make_kernel(fir_kernel, gain=4.0 if up else 1.0), persistent=False)
         else:
