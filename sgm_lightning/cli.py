@@ -11,6 +11,8 @@ import sys
 #: subcommand name -> module in sgm_lightning.commands (one line per command)
 COMMANDS: dict[str, str] = {
     "lab": "lab",
+    "train": "train",
+    "export": "export",
 }
 
 

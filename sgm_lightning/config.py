@@ -271,6 +271,8 @@ def validate(cfg: DictConfig) -> None:
     _check(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
     _one_of(o.schedule, "optim.schedule", ("constant", "cosine"))
     _check(o.total_steps is None or o.total_steps >= 1, "optim.total_steps", f"must be >= 1, got {o.total_steps}")
+    _check(o.schedule != "cosine" or o.total_steps or cfg.trainer.get("max_steps", -1) not in (None, -1),
+           "optim.total_steps", "the cosine schedule needs optim.total_steps or trainer.max_steps")
     _check(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", f"must be > 0 or null, got {o.grad_clip}")
     _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {o.min_lr_ratio}")
     _one_of(e.warmup, "ema.warmup", ("none", "score_sde", "power", "halflife"))

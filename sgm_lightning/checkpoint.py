@@ -1,0 +1,150 @@
+"""Load trained score models for inference, and export them as safetensors.
+
+Two formats, both loaded strictly (every missing or unexpected key is reported) and safely
+(``torch.load(weights_only=True)`` / safetensors, never pickled code):
+
+* a Lightning ``.ckpt`` written by ``sgm train``: raw weights under ``state_dict`` (prefix
+  ``net.``), the EMA shadow under ``ema``, the resolved config as YAML text under ``sgm_config``;
+* an export folder: ``model.safetensors`` (the EMA weights) + ``config.yaml``
+  (:func:`export`). A path to the ``.safetensors`` file itself also works.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from .config import config_from_yaml, to_yaml
+from .data import data_shape
+from .nets.wrapper import score_fn_from_net
+from .sde import SDE, ScoreFn
+
+WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
+
+
+@dataclass
+class LoadedModel:
+    """A network with its EMA weights (eval mode) and everything needed to sample from it."""
+
+    net: nn.Module
+    sde: SDE
+    continuous: bool
+    cfg: DictConfig
+    shape: tuple[int, ...]          # one item: (C, H, W) for images, (d,) for points
+    centered: bool                  # images live in [-1, 1] (else [0, 1])
+    step: int | None = None         # training step of the checkpoint, when known
+    source: Path = field(default_factory=Path)
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def image_size(self) -> int | None:
+        return self.shape[-1] if len(self.shape) == 3 else None
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    def score_fn(self) -> ScoreFn:
+        """``score_fn(x, t)`` of the EMA network (see :func:`sgm_lightning.nets.score_fn_from_net`)."""
+        return score_fn_from_net(self.net, self.sde, continuous=self.continuous)
+
+    def to(self, device) -> LoadedModel:
+        self.net.to(device)
+        return self
+
+
+def _read_ckpt(path: Path, map_location) -> dict:
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated, not a zip/pickle, or holds non-allowlisted objects
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err)[:200]})") from None
+    if not isinstance(ckpt, dict) or "sgm_config" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not an sgm-lightning checkpoint (no sgm_config / state_dict); "
+                         "train with `sgm train` or pass an export folder")
+    return ckpt
+
+
+def _weights_from_ckpt(ckpt: dict) -> dict[str, torch.Tensor]:
+    """The network's weights with the EMA shadow in place of the raw parameters."""
+    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    if "ema" in ckpt:
+        for name, value in ckpt["ema"]["shadow"].items():
+            state[name] = value
+    return state
+
+
+def _read_export(folder: Path, weights: Path) -> tuple[str, dict[str, torch.Tensor], int | None]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    cfg_path = folder / CONFIG
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: missing; an export folder holds {WEIGHTS} and {CONFIG}")
+    try:
+        state = load_file(weights)
+        with safe_open(weights, "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
+    step = int(meta["step"]) if meta.get("step", "").isdigit() else None
+    return cfg_path.read_text(), state, step
+
+
+def load_model(path: str | os.PathLike, *, map_location="cpu") -> LoadedModel:
+    """Load a ``.ckpt``, an export folder, or its ``model.safetensors`` (see module docstring)."""
+    from .module import build_net, build_sde
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such checkpoint file or export folder")
+    if p.is_dir() or p.suffix == ".safetensors":
+        folder, weights = (p, p / WEIGHTS) if p.is_dir() else (p.parent, p)
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: missing; export a checkpoint with `sgm export`")
+        cfg_text, state, step = _read_export(folder, weights)
+    else:
+        ckpt = _read_ckpt(p, map_location)
+        cfg_text, state, step = ckpt["sgm_config"], _weights_from_ckpt(ckpt), ckpt.get("global_step")
+    cfg = config_from_yaml(cfg_text)
+    shape = data_shape(cfg.data)
+    net = build_net(cfg.model, shape, cfg.sde, cfg.data.centered)
+    _load_strict(net, state, p)
+    net.to(map_location).eval()
+    return LoadedModel(net=net, sde=build_sde(cfg.sde), continuous=bool(cfg.loss.continuous), cfg=cfg,
+                       shape=shape, centered=bool(cfg.data.centered), step=step, source=p)
+
+
+def _load_strict(net: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"{where}: the weights do not match the network its config describes; "
+            f"missing keys {missing[:10]}, unexpected keys {unexpected[:10]}, shape mismatches {wrong[:10]}"
+        )
+    net.load_state_dict(state, strict=True)
+
+
+def export(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write the EMA weights of a checkpoint as ``out_dir/model.safetensors`` + ``config.yaml``."""
+    from safetensors.torch import save_file
+
+    model = load_model(ckpt_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    meta = {"format": "sgm-lightning", "step": str(model.step if model.step is not None else "")}
+    save_file(state, str(out / WEIGHTS), metadata=meta)
+    (out / CONFIG).write_text(to_yaml(model.cfg))
+    return out

@@ -1,0 +1,221 @@
+"""``sgm train [--config FILE] [key=value ...]``: train a score model from a config.
+
+Builds everything from the typed config (:mod:`sgm_lightning.config`): the data module, the
+LightningModule, the logger (wandb, offline unless an API key is configured; TensorBoard; CSV),
+checkpointing into ``checkpoints/<run name>/`` and a Lightning Trainer that receives every
+``trainer.*`` option. After training, rank 0 draws a sample grid from the EMA network into
+the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ..config import load_config, resolve_config_path, to_yaml
+
+RUN_NAME_ENV = "SGM_RUN_NAME"  # shared by the DDP worker processes Lightning launches
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a score model (default: configs/digits.yaml)",
+        description="Train a score model. Overrides are key=value pairs, e.g. "
+        "trainer.max_steps=2000 optim.lr=1e-3 trainer.devices=2 logging.logger=csv resume=last",
+    )
+    p.add_argument("--config", default=None, help="a YAML file or a bundled name (e.g. cifar10_ncsnpp)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    train(cfg, config_name=resolve_config_path(args.config).stem)
+    return 0
+
+
+@dataclass
+class TrainResult:
+    module: object
+    trainer: object
+    run_dir: Path
+    grid: Path | None
+
+
+# --- the run folder ------------------------------------------------------------------------
+def resolve_run(cfg, config_name: str) -> tuple[str, Path, str | None]:
+    """``(run name, run folder, checkpoint to resume from or None)``; checks resume paths first."""
+    root = Path(cfg.checkpoint.dir)
+    resume, name = cfg.resume, cfg.name or os.environ.get(RUN_NAME_ENV)
+    if resume == "last":
+        if name:
+            ckpt = root / name / "last.ckpt"
+        else:
+            found = sorted(root.glob(f"{config_name}-*/last.ckpt"), key=lambda p: p.stat().st_mtime)
+            ckpt = found[-1] if found else root / f"{config_name}-*" / "last.ckpt"
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"resume=last: no checkpoint at {str(ckpt)!r}; pass resume=PATH or name=RUN")
+        return ckpt.parent.name, ckpt.parent, str(ckpt)
+    if resume is not None:
+        ckpt = Path(resume)
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"resume: no such checkpoint {str(ckpt)!r}")
+        name = name or ckpt.parent.name
+        return name, root / name, str(ckpt)
+    if not name:
+        job = os.environ.get("SLURM_JOB_ID")
+        name = f"{config_name}-{job}" if job else f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return name, root / name, None
+
+
+# --- builders --------------------------------------------------------------------------
+def build_callbacks(cfg, run_dir: Path) -> list:
+    """Checkpointing (last + best-k by val/loss) and the progress bar; sampling/FID attach here."""
+    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+
+    from ..module import FinalCheckpoint
+
+    ck = cfg.checkpoint
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_dir, filename="step{step:07d}-loss{val/loss:.4f}", auto_insert_metric_name=False,
+            monitor="val/loss", mode="min", save_top_k=ck.save_top_k, save_last=True,
+            every_n_train_steps=ck.every_n_train_steps,
+        ),
+        FinalCheckpoint(run_dir / "last.ckpt"),
+    ]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar(leave=True))
+    return callbacks
+
+
+def wandb_offline(mode: str) -> bool:
+    """``auto``: online only when an API key is configured (env or ~/.netrc); never prompts."""
+    if mode != "auto":
+        return mode == "offline"
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled"):
+        return True
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
+def build_logger(cfg, run_name: str, config_name: str):
+    lg = cfg.logging
+    save_dir = Path(lg.save_dir)
+    if lg.logger == "none":
+        return False
+    if lg.logger == "csv":
+        from pytorch_lightning.loggers import CSVLogger
+
+        return CSVLogger(save_dir / "csv", name=config_name, version=run_name)
+    if lg.logger == "tensorboard":
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir / "tensorboard", name=config_name, version=run_name)
+    from pytorch_lightning.loggers import WandbLogger
+
+    offline = wandb_offline(lg.wandb_mode)
+    if offline:
+        os.environ["WANDB_MODE"] = "offline"  # no login prompt, no network
+    save_dir.mkdir(parents=True, exist_ok=True)
+    return WandbLogger(
+        project=lg.project, name=run_name, group=lg.group or config_name, save_dir=str(save_dir),
+        offline=offline, config=OmegaConf.to_container(cfg, resolve=True), id=run_name.replace("/", "-"),
+    )
+
+
+def build_trainer(cfg, callbacks: list, logger):
+    import pytorch_lightning as pl
+
+    opts = dict(OmegaConf.to_container(cfg.trainer, resolve=True))
+    return pl.Trainer(
+        callbacks=callbacks, logger=logger, gradient_clip_val=cfg.optim.grad_clip,
+        log_every_n_steps=cfg.logging.log_every_n_steps, default_root_dir=cfg.checkpoint.dir, **opts,
+    )
+
+
+# --- the run -------------------------------------------------------------------------------
+def train(cfg, config_name: str = "run", callbacks: list | None = None) -> TrainResult:
+    """Train from a validated config; returns the module, trainer, run folder and sample grid.
+
+    ``callbacks``: extra Lightning callbacks, appended to :func:`build_callbacks`'s.
+    """
+    import pytorch_lightning as pl
+
+    from ..data import SGMDataModule
+    from ..module import ScoreModule
+
+    name, run_dir, ckpt = resolve_run(cfg, config_name)
+    os.environ[RUN_NAME_ENV] = name
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = ScoreModule(cfg)  # builds the network: bad model.kwargs fail here, before any data
+    datamodule = SGMDataModule(cfg.data, seed=cfg.seed)
+    trainer = build_trainer(cfg, build_callbacks(cfg, run_dir) + list(callbacks or []),
+                            build_logger(cfg, name, config_name))
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    grid = None
+    spawned = getattr(trainer.strategy, "_start_method", None) == "spawn"  # EMA lives in the workers
+    if cfg.sample.at_end and trainer.is_global_zero and not spawned:
+        grid = sample_grid(module, cfg, run_dir / "samples.png")
+    if cfg.logging.logger == "wandb" and trainer.is_global_zero:
+        import wandb
+
+        wandb.finish()  # close the run; the next run in this process starts fresh
+        wandb.teardown()  # wait for wandb-core to flush the run files
+    return TrainResult(module, trainer, run_dir, grid)
+
+
+def sample_grid(module, cfg, path: Path) -> Path | None:
+    """Draw ``sample.n_samples`` images from the EMA network with ``sample.*`` settings and save a grid.
+
+    Point clouds are drawn as a scatter plot. Returns the PNG path.
+    """
+    import torch
+
+    from ..images import make_grid, save_png, to_uint8
+    from ..rng import sample_generators
+    from ..sampling import run_sampler
+
+    sm, n = cfg.sample, cfg.sample.n_samples
+    module.eval()
+    xs = []
+    with torch.no_grad(), module.ema_scope():
+        for start in range(0, n, sm.batch_size):
+            idx = list(range(start, min(n, start + sm.batch_size)))
+            res = run_sampler(module.sde, module.score_fn(), (len(idx), *module.shape), cfg=sm,
+                              generator=sample_generators(sm.seed, idx), device=module.device)
+            xs.append(res.x.cpu())
+    x = torch.cat(xs)
+    if len(module.shape) == 3:
+        return save_png(path, make_grid(to_uint8(x, cfg.data.centered)))
+    return _scatter_png(x, path)
+
+
+def _scatter_png(x, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    ax.scatter(x[:, 0].numpy(), x[:, 1].numpy() if x.shape[1] > 1 else x[:, 0].numpy() * 0, s=2)
+    ax.set_aspect("equal")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,314 @@
+"""Training data: one LightningDataModule for image datasets and toy point clouds.
+
+Every dataset yields float tensors: images ``(C, H, W)`` in [0, 1] (centred to [-1, 1] when
+``data.centered``), points ``(d,)``. Labels are dropped (the models are unconditional).
+Validation items come as ``(x, index)`` so each can get its own fixed noise.
+
+Image sources, all read through torchvision from ``data.root``:
+
+=============== ====================================================================
+digits          scikit-learn's bundled 8x8 digits (1,797), bilinearly upsampled; offline
+mnist           <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
+fashion_mnist   <root>/FashionMNIST/raw/... (same idx files)
+cifar10         <root>/cifar-10-batches-py/data_batch_{1..5}, test_batch (python pickles)
+celeba          <root>/celeba/img_align_celeba/*.jpg (+ torchvision's list files); centre crop 140
+lsun            <root>/<category>_train_lmdb (needs the ``lmdb`` package)
+image_folder    any folder tree of .png/.jpg/... under root
+=============== ====================================================================
+
+Point sources: ``mixture`` (the analytic GaussianMixture of ``data.mixture``, so its exact
+noised score is known), ``moons``, ``swiss_roll``, ``checkerboard``, ``rings``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
+
+from .config import POINT_DATASETS
+
+_HOW = "put the files there, set data.root=..., or set data.download=true (mnist, fashion_mnist, cifar10, celeba)"
+
+
+# --- point clouds -------------------------------------------------------------------------
+def build_mixture(data_cfg):
+    """The exact :class:`~sgm_lightning.analytic.GaussianMixture` of a ``data`` config section."""
+    from .analytic import GaussianMixture
+
+    m = data_cfg.mixture
+    return GaussianMixture(list(m.weights), [list(mu) for mu in m.means], list(m.stds))
+
+
+def toy_points(name: str, n: int, noise: float = 0.05, seed: int = 0, data_cfg=None) -> torch.Tensor:
+    """``n`` points ``(n, d)`` (float32) of a toy distribution, a pure function of ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    if name == "mixture":
+        return build_mixture(data_cfg).sample(n, g, dtype=torch.float32)
+    if name == "moons":
+        from sklearn.datasets import make_moons
+
+        x, _ = make_moons(n, noise=noise, random_state=seed)
+        x = (x - np.array([0.5, 0.25])) * 2.0
+    elif name == "swiss_roll":
+        from sklearn.datasets import make_swiss_roll
+
+        x3, _ = make_swiss_roll(n, noise=noise * 10, random_state=seed)
+        x = x3[:, [0, 2]] / 5.0
+    elif name == "checkerboard":  # 4x4 board on [-2, 2]^2, the black squares
+        u = torch.rand(n, 2, generator=g) * 4 - 2
+        cell = torch.floor(u) + 2
+        flip = (cell.sum(1) % 2 == 1).to(u.dtype)
+        u[:, 0] = u[:, 0] - flip * torch.where(u[:, 0] >= 0, torch.ones(n), -torch.ones(n))
+        x = u.numpy()
+    elif name == "rings":  # three concentric circles of radii 0.5, 1.25, 2
+        r = torch.tensor([0.5, 1.25, 2.0])[torch.randint(0, 3, (n,), generator=g)]
+        a = torch.rand(n, generator=g) * 2 * math.pi
+        x = (torch.stack([r * a.cos(), r * a.sin()], 1) + noise * torch.randn(n, 2, generator=g)).numpy()
+    else:
+        raise ValueError(f"data.dataset: unknown toy {name!r}; choose one of {list(POINT_DATASETS)}")
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+
+# --- images ------------------------------------------------------------------------------
+def digits_images(image_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1,797 8x8 digits as ``(1797, 1, S, S)`` floats in [0, 1], and labels ``(1797,)``."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.as_tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return x.clamp_(0.0, 1.0), torch.as_tensor(d.target)
+
+
+class ImageFiles(Dataset):
+    """Every image file in a folder tree (no class sub-folders needed), sorted by path."""
+
+    def __init__(self, root: str | Path, transform=None):
+        from torchvision.datasets.folder import IMG_EXTENSIONS
+
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data.root: image_folder looked in {str(self.root)!r}, which is not a folder")
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+        if not self.files:
+            raise FileNotFoundError(f"data.root: no image files ({', '.join(IMG_EXTENSIONS)}) under {str(self.root)!r}")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from torchvision.datasets.folder import default_loader
+
+        img = default_loader(str(self.files[i]))
+        return self.transform(img) if self.transform else img
+
+
+class _Images(Dataset):
+    """Drops labels from a torchvision dataset and applies the [0,1] -> model-space scaling."""
+
+    def __init__(self, base, centered: bool):
+        self.base, self.centered = base, centered
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        return x * 2.0 - 1.0 if self.centered else x
+
+
+def _transform(cfg, train: bool, grayscale: bool):
+    from torchvision import transforms as T
+
+    steps = []
+    if cfg.dataset == "celeba":
+        steps.append(T.CenterCrop(140))  # score_sde's CelebA crop
+    steps.append(T.Resize(cfg.image_size, antialias=True))
+    steps.append(T.CenterCrop(cfg.image_size))
+    if grayscale:
+        steps.append(T.Grayscale(1))
+    if train and cfg.random_flip:
+        steps.append(T.RandomHorizontalFlip())
+    steps.append(T.ToTensor())
+    return T.Compose(steps)
+
+
+def _mnist_like(cfg, cls_name: str, transform):
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    raw = Path(cfg.root) / cls.__name__ / "raw"
+    for gz in raw.glob("*-ubyte.gz") if raw.is_dir() else []:  # torchvision reads the unpacked idx files
+        out = gz.with_suffix("")
+        if not out.exists():
+            with gzip.open(gz, "rb") as fin, open(out, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+    try:
+        return cls(cfg.root, train=True, download=cfg.download, transform=transform)
+    except RuntimeError as err:
+        raise FileNotFoundError(
+            f"data.root: {cfg.dataset} not found in {str(raw)!r} (looked for train/t10k idx files, optionally .gz); {_HOW}"
+        ) from err
+
+
+def _cifar10(cfg, transform):
+    from torchvision.datasets import CIFAR10
+
+    class LocalCIFAR10(CIFAR10):
+        # the official python batches, checked for presence (not md5, so subsets and copies work)
+        def _check_integrity(self) -> bool:
+            base = Path(self.root) / self.base_folder
+            return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    where = Path(cfg.root) / LocalCIFAR10.base_folder
+    if cfg.download and not where.exists():
+        CIFAR10(cfg.root, train=True, download=True)
+    try:
+        return LocalCIFAR10(cfg.root, train=True, download=False, transform=transform)
+    except RuntimeError as err:
+        raise FileNotFoundError(
+            f"data.root: cifar10 not found in {str(where)!r} (data_batch_1..5, test_batch, batches.meta); {_HOW}"
+        ) from err
+
+
+def image_dataset(cfg, train: bool = True) -> Dataset:
+    """The training split of an image dataset, items ``(C, H, W)`` in [0, 1] (plus labels)."""
+    name = cfg.dataset
+    if name == "digits":
+        return TensorDataset(digits_images(cfg.image_size)[0])
+    if name in ("mnist", "fashion_mnist"):
+        tf = _transform(cfg, train, grayscale=False)
+        return _mnist_like(cfg, "MNIST" if name == "mnist" else "FashionMNIST", tf)
+    if name == "cifar10":
+        return _cifar10(cfg, _transform(cfg, train, False))
+    if name == "celeba":
+        from torchvision.datasets import CelebA
+
+        try:
+            return CelebA(cfg.root, split="train", download=cfg.download, transform=_transform(cfg, train, False))
+        except RuntimeError as err:
+            raise FileNotFoundError(
+                f"data.root: celeba not found in {str(Path(cfg.root) / 'celeba')!r} "
+                f"(img_align_celeba/ and torchvision's list_*.txt files); {_HOW}"
+            ) from err
+    if name == "lsun":
+        from torchvision.datasets import LSUN
+
+        try:
+            return LSUN(cfg.root, classes=[f"{cfg.lsun_category}_train"], transform=_transform(cfg, train, False))
+        except ImportError as err:
+            raise ValueError("data.dataset: lsun needs the lmdb package (pip install lmdb), "
+                             "or export the images to a folder and use data.dataset=image_folder") from err
+        except Exception as err:
+            raise FileNotFoundError(
+                f"data.root: lsun {cfg.lsun_category}_train_lmdb not found under {cfg.root!r}; "
+                "download it with LSUN's download.py (no automatic download)"
+            ) from err
+    if name == "image_folder":
+        return ImageFiles(cfg.root, transform=_transform(cfg, train, grayscale=False))
+    raise ValueError(f"data.dataset: {name!r} is not an image dataset")
+
+
+def data_shape(cfg) -> tuple[int, ...]:
+    """Shape of one item, without reading data: ``(C, S, S)`` for images, ``(d,)`` for points."""
+    if cfg.dataset in POINT_DATASETS:
+        return (len(cfg.mixture.means[0]) if cfg.dataset == "mixture" else 2,)
+    channels = 1 if cfg.dataset in ("digits", "mnist", "fashion_mnist") else 3
+    return (channels, cfg.image_size, cfg.image_size)
+
+
+# --- splitting and loading ------------------------------------------------------------
+class Indexed(Dataset):
+    """Items ``(x, i)``: validation gets a fixed noise per index ``i``."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        return (item[0] if isinstance(item, (tuple, list)) else item), i
+
+
+class _First(Dataset):
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        return item[0] if isinstance(item, (tuple, list)) else item
+
+
+class EpochShuffle(Sampler[int]):
+    """A fresh permutation each epoch that depends only on (seed, epoch): resuming at an epoch
+    boundary replays exactly the data order of an uninterrupted run. Lightning calls set_epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+def split_indices(n: int, val_fraction: float, max_val: int, seed: int) -> tuple[list[int], list[int]]:
+    """A fixed (train, val) index split of ``n`` items."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, min(max_val, int(round(n * val_fraction))))
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+class SGMDataModule(pl.LightningDataModule):
+    """Train/val loaders for ``cfg`` (the ``data`` section). ``seed``: the shuffling seed."""
+
+    def __init__(self, cfg, seed: int = 0):
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+        self.shape = data_shape(cfg)
+        self.is_image = cfg.dataset not in POINT_DATASETS
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        c = self.cfg
+        if self.is_image:
+            full = _Images(image_dataset(c, train=True), c.centered)
+            evalset = full if not c.random_flip else _Images(image_dataset(c, train=False), c.centered)
+        else:
+            full = evalset = _First(TensorDataset(toy_points(c.dataset, c.n_points, c.toy_noise, c.split_seed, c)))
+        tr, va = split_indices(len(full), c.val_fraction, c.max_val, c.split_seed)
+        self.train_set, self.val_set = Subset(full, tr), Indexed(Subset(evalset, va))
+
+    def train_dataloader(self) -> DataLoader:
+        world = getattr(getattr(self, "trainer", None), "world_size", 1) or 1
+        kw = dict(batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers, drop_last=True,
+                  persistent_workers=self.cfg.num_workers > 0)
+        if world > 1:  # Lightning swaps in a DistributedSampler (seeded, with set_epoch)
+            return DataLoader(self.train_set, shuffle=True, **kw)
+        return DataLoader(self.train_set, sampler=EpochShuffle(len(self.train_set), self.seed), **kw)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.cfg.val_batch_size, shuffle=False,
+                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
