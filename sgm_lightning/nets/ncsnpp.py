@@ -84,8 +84,10 @@ class UpLevel(nn.Module):
         self.progressive, self.skip_rescale, self.act = progressive, skip_rescale, act
 
     def forward(self, h, temb, skips: list[torch.Tensor], pyramid):
-        for block in self.blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), temb)
+        """``skips``: this level's encoder activations, consumed last-first (not mutated, so
+        activation checkpointing can replay the call)."""
+        for block, skip in zip(self.blocks, reversed(skips)):
+            h = block(torch.cat([h, skip], dim=1), temb)
         if self.attn is not None:
             h = self.attn(h)
         if self.pyramid is not None:
