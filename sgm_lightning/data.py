@@ -169,6 +169,9 @@ def _cifar10(cfg, transform):
             base = Path(self.root) / self.base_folder
             return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
 
+        def _load_meta(self) -> None:  # class names are not needed (unconditional models)
+            self.classes, self.class_to_idx = [], {}
+
     where = Path(cfg.root) / LocalCIFAR10.base_folder
     if cfg.download and not where.exists():
         CIFAR10(cfg.root, train=True, download=True)
