@@ -169,7 +169,8 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None) -> Train
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     grid = None
-    spawned = getattr(trainer.strategy, "_start_method", None) == "spawn"  # EMA lives in the workers
+    # ddp_spawn / ddp_fork: the trained EMA lives in the worker processes, not in this one
+    spawned = getattr(trainer.strategy, "_start_method", "popen") != "popen"
     if cfg.sample.at_end and trainer.is_global_zero and not spawned:
         grid = sample_grid(module, cfg, run_dir / "samples.png")
     if cfg.logging.logger == "wandb" and trainer.is_global_zero:
