@@ -1,0 +1,144 @@
+"""Shared sampler plumbing: the result type, the NFE counter, argument checks, start states.
+
+Every sampler in this package follows one convention:
+
+    sampler(sde, score_fn, shape, *, <options>, x_init=None, generator=None, callback=None,
+            device=None, dtype=torch.float32) -> SampleResult(x, nfe)
+
+* ``score_fn(x, t)``: ``x`` ``(B, ...)``, ``t`` ``(B,)`` continuous times -> grad_x log p_t(x).
+* ``generator``: ``None``, one ``torch.Generator``, or one seed/generator per sample
+  (:mod:`sgm_lightning.rng`); with per-sample seeds, sample k's noise depends only on seed k.
+* ``callback(i, t, x)``: called after step i with the time reached (a ``(B,)`` tensor, or a float)
+  and the current state; the samplers never keep a trajectory themselves.
+* ``nfe``: the exact number of batched score-function calls, counted by :class:`CountedScore`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..rng import GeneratorLike, as_generator, randn
+from ..sde import SDE, ScoreFn, bcast
+
+Callback = Callable[[int, torch.Tensor | float, torch.Tensor], None] | None
+
+
+@dataclass
+class SampleResult:
+    """Final samples ``x`` ``(B, ...)`` and ``nfe``, the exact number of score-function calls."""
+
+    x: torch.Tensor
+    nfe: int
+    info: dict = field(default_factory=dict)
+
+
+class CountedScore:
+    """Wraps a score_fn, counts its calls, and checks the first output's shape."""
+
+    __slots__ = ("fn", "nfe", "_checked")
+
+    def __init__(self, fn: ScoreFn):
+        self.fn, self.nfe, self._checked = fn, 0, False
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        s = self.fn(x, t)
+        if not self._checked:
+            if s.shape != x.shape:
+                raise ValueError(
+                    f"shape: score_fn returned {tuple(s.shape)} for x of shape {tuple(x.shape)}; "
+                    "the sample shape must match what the score function expects"
+                )
+            self._checked = True
+        return s
+
+
+# --- argument checks (all run before any work) -------------------------------------------------
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: unknown value {value!r}; choose one of {sorted(choices)}")
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_number(name: str, value, *, positive: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        rule = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name}: expected a finite number {rule}, got {value!r}")
+    return float(value)
+
+
+def check_shape(shape: Sequence[int], score_fn) -> tuple[int, ...]:
+    """``shape`` is ``(B, ...)`` of positive ints, matching ``score_fn.dim`` when it has one."""
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape: expected a tuple of ints (B, ...), got {shape!r}") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"shape: expected (B, ...) with B >= 1 and a non-empty sample shape, got {shape}")
+    dim = getattr(score_fn, "dim", None)
+    if dim is not None and math.prod(shape[1:]) != dim:
+        raise ValueError(
+            f"shape: samples of shape {shape[1:]} have {math.prod(shape[1:])} values but the score "
+            f"function is defined on d={dim}; pass shape=(B, {dim})"
+        )
+    return shape
+
+
+def check_time_range(sde: SDE, t_start, eps) -> tuple[float, float]:
+    """``(t_start, eps)`` with defaults ``(sde.T, sde.eps)`` and 0 < eps < t_start <= T."""
+    t0 = sde.T if t_start is None else float(t_start)
+    t1 = sde.eps if eps is None else float(eps)
+    if not 0 < t1 < t0 <= sde.T + 1e-12:
+        raise ValueError(f"t_start, eps: need 0 < eps < t_start <= T={sde.T}, got t_start={t0}, eps={t1}")
+    return t0, t1
+
+
+# --- start states -------------------------------------------------------------------------------
+def start(sde: SDE, score_fn, shape, x_init, generator: GeneratorLike, device, dtype):
+    """Validate ``shape``/``x_init``; return ``(x, generator, CountedScore)``.
+
+    ``x`` is ``x_init`` (cloned) or a prior sample N(0, prior_std^2 I); per-sample seeds are
+    turned into generators once, so every later draw advances each sample's own stream.
+    """
+    if x_init is not None:
+        if not isinstance(x_init, torch.Tensor):
+            raise ValueError(f"x_init: expected a tensor (B, ...), got {type(x_init).__name__}")
+        if shape is not None and tuple(shape) != tuple(x_init.shape):
+            raise ValueError(f"shape, x_init: shape {tuple(shape)} differs from x_init's {tuple(x_init.shape)}")
+        shape = x_init.shape
+    if shape is None:
+        raise ValueError("shape: pass the batch shape (B, ...) or x_init")
+    shape = check_shape(shape, score_fn)
+    gen = as_generator(generator, shape[0])
+    if x_init is not None:
+        x = x_init.detach().clone()
+    else:
+        x = sde.prior_sampling(shape, gen, device=device, dtype=dtype)
+    return x, gen, CountedScore(score_fn)
+
+
+def noise(x: torch.Tensor, generator: GeneratorLike) -> torch.Tensor:
+    """Standard normal noise shaped like ``x`` from ``generator`` (already normalised)."""
+    return randn(x.shape, generator, device=x.device, dtype=x.dtype)
+
+
+def time_grid(t_start: float, eps: float, steps: int, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """``(steps + 1, batch)`` times from t_start down to eps (row i: the times of step i)."""
+    ts = torch.linspace(t_start, eps, steps + 1, dtype=torch.float64)
+    return ts.to(device=like.device, dtype=like.dtype)[:, None].expand(-1, batch)
+
+
+def tweedie_denoise(sde: SDE, score_fn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """E[x_0 | x_t] = (x + std(t)^2 s(x, t)) / s(t) (Tweedie; VE: x + sigma^2 s). One NFE."""
+    scale, std = sde.marginal_coeffs(t)
+    return (x + bcast(std**2, x) * score_fn(x, t)) / bcast(scale, x)

@@ -1,0 +1,68 @@
+"""Correctors: Langevin steps at a fixed time t (Song et al. 2021, App. G, Alg. 4/5).
+
+Every corrector is a pure function with injected noise, reusable by inpainting/colourisation:
+
+    corrector(sde, score_fn, x, t, z, *, snr, norms="batch") -> (x_new, x_mean)
+
+``x`` ``(B, ...)``, ``t`` ``(B,)``, ``z`` standard normal noise shaped like x; one score call.
+
+* ``langevin``: step eps = 2 alpha (r ||z|| / ||s||)^2, so that ||eps s|| / ||sqrt(2 eps) z|| =
+  sqrt(alpha) r (alpha = 1 - beta_i for VP/sub-VP as in score_sde, 1 otherwise).
+  ``norms="batch"``: the norms are averaged over the batch (score_sde); stable in every
+  dimension, but sample k then depends on its batch. ``norms="sample"``: per-sample norms, each
+  sample independent of its batch; in low dimension ||s|| can be tiny near a mode centre, the
+  step explodes and the modes widen (README, "Samplers"); in image dimensions the norms
+  concentrate and per-sample is safe.
+* ``ald``: NCSN's annealed step eps = 2 alpha (r std(t))^2 (per sample by construction).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..sde import SDE, ScoreFn, bcast
+
+NORMS = ("batch", "sample")
+
+
+def _alpha(sde: SDE, t: torch.Tensor):
+    """score_sde's alpha: the DDPM alpha_i = 1 - beta_i at t's level for VP/sub-VP, else 1."""
+    alphas = getattr(sde, "alphas", None)  # VPSDE / SubVPSDE carry DDPM's discrete alphas
+    if alphas is None:
+        return 1.0
+    return alphas.to(device=t.device, dtype=t.dtype)[sde.discrete_index(t)]
+
+
+def _norms(v: torch.Tensor, norms: str) -> torch.Tensor:
+    n = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1)
+    return n.mean() if norms == "batch" else n
+
+
+def langevin_corrector_step(sde: SDE, score_fn: ScoreFn, x, t, z, *, snr: float, norms: str = "batch"):
+    """x_mean = x + eps s(x, t), x = x_mean + sqrt(2 eps) z, eps = 2 alpha (snr ||z|| / ||s||)^2."""
+    s = score_fn(x, t)
+    step = 2 * _alpha(sde, t) * (snr * _norms(z, norms) / _norms(s, norms)) ** 2
+    step = step.expand(x.shape[0]) if step.ndim == 0 else step
+    x_mean = x + bcast(step, x) * s
+    return x_mean + bcast(torch.sqrt(2 * step), x) * z, x_mean
+
+
+def ald_corrector_step(sde: SDE, score_fn: ScoreFn, x, t, z, *, snr: float, norms: str = "batch"):
+    """NCSN's annealed Langevin step, eps = 2 alpha (snr std(t))^2 (``norms`` is unused)."""
+    s = score_fn(x, t)
+    std = sde.marginal_coeffs(t)[1]
+    step = 2 * _alpha(sde, t) * (snr * std) ** 2
+    x_mean = x + bcast(step, x) * s
+    return x_mean + bcast(torch.sqrt(2 * step), x) * z, x_mean
+
+
+def none_corrector_step(sde, score_fn, x, t, z, *, snr=0.0, norms="batch"):
+    """No corrector (predictor-only sampling)."""
+    return x, x
+
+
+CORRECTORS = {
+    "langevin": langevin_corrector_step,
+    "ald": ald_corrector_step,
+    "none": none_corrector_step,
+}
