@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "lab": "lab",
     "train": "train",
     "export": "export",
+    "sample": "sample",
 }
 
 

@@ -1,0 +1,282 @@
+"""Lightning glue for sampling at scale: the sample grid and FID/KID callbacks, and the
+predict module behind ``sgm sample``.
+
+Every rank draws its share of the sample indices (index k goes to rank k mod world size) with
+per-sample generators ``rng.sample_generators(seed, [k])``, so the gathered result depends only
+on the seed and the index, never on the world size; ranks with fewer (or no) indices still
+take part in every collective, so no rank waits forever.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from .images import make_grid, save_png, to_uint8
+from .rng import sample_generators
+
+#: config keys of ``sample`` that may be sampler options (passed when the sampler takes them)
+OPTION_KEYS = ("predictor", "corrector", "snr", "steps", "corrector_steps", "n_steps_each", "step_lr",
+               "method", "denoise", "norms")
+
+
+# --- sampler settings and drawing ------------------------------------------------------------
+def sampler_settings(sample_cfg, *, sampler=None, per_sample: bool = True, **overrides) -> tuple[str, dict]:
+    """``(name, options)`` for :func:`sgm_lightning.sampling.run_sampler` from a ``sample`` config.
+
+    Only the keys the chosen sampler accepts are kept; ``overrides`` that are ``None`` are
+    ignored. ``per_sample``: Langevin norms per sample (``norms="sample"``), because batch
+    norms couple the samples of a batch and sample k would depend on its batch.
+    """
+    from .sampling import SAMPLERS, sampler_options
+
+    name = sampler or sample_cfg["sampler"]
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler: unknown {name!r}; choose one of {sorted(SAMPLERS)}")
+    accepted = set(sampler_options(name))
+    options = {k: sample_cfg[k] for k in OPTION_KEYS if k in accepted and k in sample_cfg}
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k not in accepted:
+            raise ValueError(f"--{k}: the {name!r} sampler has no {k!r} option")
+        options[k] = v
+    if per_sample and "norms" in accepted:
+        options["norms"] = "sample"
+    options = {k: (v.item() if hasattr(v, "item") else v) for k, v in options.items()}
+    return name, options
+
+
+def draw_samples(score_fn, sde, shape, indices, *, seed: int, sampler: str, options: dict,
+                 exact: bool = True, device=None, condition=None, callback=None):
+    """Samples ``(len(indices), *shape)`` for global ``indices`` and the NFE of one sampler run.
+
+    ``exact``: run each sample alone (bitwise independent of the batch: kernels see the same
+    shapes); otherwise one batched run (same noise, agrees to float rounding).
+    ``condition``: a :class:`sgm_lightning.controllable.Condition` (inpainting / colourisation).
+    ``callback(i, t, x)`` sees the first sample only when ``exact``.
+    """
+    from .sampling import run_sampler
+
+    gens = sample_generators(seed, indices)
+    groups = [[i] for i in range(len(indices))] if exact else [list(range(len(indices)))]
+    xs, nfe = [], 0
+    for j, group in enumerate(groups):
+        g = [gens[i] for i in group]
+        cb = callback if j == 0 else None
+        if condition is not None:
+            from .controllable import sample_conditional
+
+            res = sample_conditional(condition, [indices[i] for i in group], sde, score_fn, sampler, options,
+                                     generator=g, device=device, callback=cb)
+        else:
+            res = run_sampler(sampler, sde, score_fn, (len(group), *shape), generator=g, callback=cb,
+                              device=device, **options)
+        xs.append(res.x)
+        nfe = res.nfe
+    return torch.cat(xs), nfe
+
+
+def _eval_mode(net: torch.nn.Module):
+    class _Ctx:
+        def __enter__(self):
+            self.was = net.training
+            net.eval()
+
+        def __exit__(self, *exc):
+            net.train(self.was)
+
+    return _Ctx()
+
+
+def gather_by_index(pl_module: pl.LightningModule, indices: list[int], x: torch.Tensor, n: int) -> torch.Tensor | None:
+    """All ranks' ``(indices, x)`` -> ``x`` for indices 0..n-1 in order, on global rank 0 (None
+    elsewhere). Shares are padded to ceil(n / world) so every rank sends the same shape."""
+    world = pl_module.trainer.world_size
+    if world == 1:
+        order = torch.tensor(indices).argsort()
+        return x[order]
+    per = math.ceil(n / world)
+    idx = torch.full((per,), -1, dtype=torch.long, device=pl_module.device)
+    buf = torch.zeros((per, *x.shape[1:]), dtype=x.dtype, device=pl_module.device)
+    idx[: len(indices)] = torch.tensor(indices, dtype=torch.long)
+    buf[: len(indices)] = x.to(pl_module.device)
+    all_idx = pl_module.all_gather(idx).reshape(-1)
+    all_x = pl_module.all_gather(buf).reshape(-1, *x.shape[1:])
+    if not pl_module.trainer.is_global_zero:
+        return None
+    keep = all_idx >= 0
+    all_idx, all_x = all_idx[keep], all_x[keep]
+    if sorted(all_idx.tolist()) != list(range(n)):
+        raise RuntimeError(f"gather: expected indices 0..{n - 1} once each, got {sorted(all_idx.tolist())}")
+    return all_x[all_idx.argsort()]
+
+
+# --- the sample grid callback ----------------------------------------------------------------
+class SamplingCallback(pl.Callback):
+    """Every ``every_n_steps`` optimiser steps (0 = never) and at the end of training, draw
+    ``n_samples`` with the EMA weights on every rank and log, from rank 0, the grid
+    (``sample/grid``), a strip of one trajectory across noise levels (``sample/trajectory``),
+    the NFE and the wall time. Grids are also written to ``out_dir/step_XXXXXXX.png``.
+
+    ``samples`` holds the last gathered float samples on rank 0 (for tests and other callbacks).
+    """
+
+    def __init__(self, *, sampler: str, options: dict, n_samples: int = 64, every_n_steps: int = 0,
+                 at_end: bool = True, seed: int = 0, batch_size: int = 64, trajectory_frames: int = 10,
+                 exact: bool = False, out_dir: str | Path | None = None):
+        if n_samples < 1 or batch_size < 1 or every_n_steps < 0 or trajectory_frames < 0:
+            raise ValueError("sample.n_samples/batch_size must be >= 1, every_n_steps/trajectory_frames >= 0")
+        self.sampler, self.options, self.n, self.every = sampler, dict(options), n_samples, every_n_steps
+        self.at_end, self.seed, self.batch_size, self.frames = at_end, seed, batch_size, trajectory_frames
+        self.exact, self.out_dir = exact, (Path(out_dir) if out_dir is not None else None)
+        self.samples: torch.Tensor | None = None
+        self.nfe: int | None = None
+        self._last_step = -1
+        self._due: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg, out_dir=None) -> SamplingCallback:
+        s = cfg.sample
+        name, options = sampler_settings(s, per_sample=True)
+        return cls(sampler=name, options=options, n_samples=s.n_samples, every_n_steps=s.every_n_steps,
+                   at_end=s.at_end, seed=s.seed, batch_size=s.batch_size,
+                   trajectory_frames=s.trajectory_frames if s.trajectory else 0, out_dir=out_dir)
+
+    # Lightning calls callbacks' on_train_batch_end before the module's, where the EMA is
+    # updated; so a due sample runs at the start of the next batch (or at the end of training),
+    # when the EMA includes step N.
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every and step > 0 and step % self.every == 0 and step != self._last_step:
+            self._due = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._due is not None:
+            self.run(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if (self.at_end or self._due is not None) and trainer.global_step != self._last_step:
+            self.run(trainer, pl_module)
+
+    @torch.no_grad()
+    def run(self, trainer, pl_module) -> torch.Tensor | None:
+        """Sample on every rank, gather on rank 0, log. Returns the samples on rank 0."""
+        self._last_step, self._due = trainer.global_step, None
+        rank, world = trainer.global_rank, trainer.world_size
+        mine = list(range(rank, self.n, world))
+        frames: list[torch.Tensor] = []
+
+        def keep_first(i, t, x):
+            frames.append(x[:1].detach().cpu())
+
+        start = time.perf_counter()
+        xs, nfe = [], 0
+        with pl_module.ema_scope(), _eval_mode(pl_module.net):
+            score_fn = pl_module.score_fn()
+            for b in range(0, len(mine), self.batch_size):
+                chunk = mine[b : b + self.batch_size]
+                cb = keep_first if (b == 0 and rank == 0 and self.frames) else None
+                x, nfe = draw_samples(score_fn, pl_module.sde, tuple(pl_module.shape), chunk, seed=self.seed,
+                                      sampler=self.sampler, options=self.options, exact=self.exact,
+                                      device=pl_module.device, callback=cb)
+                xs.append(x)
+        seconds = time.perf_counter() - start
+        shape = tuple(pl_module.shape)
+        x = torch.cat(xs) if xs else torch.zeros((0, *shape), device=pl_module.device)
+        gathered = gather_by_index(pl_module, mine, x, self.n)
+        if gathered is None:
+            return None
+        self.samples, self.nfe = gathered.cpu(), nfe
+        self._log(trainer, pl_module, frames, nfe, seconds)
+        return self.samples
+
+    def _log(self, trainer, pl_module, frames, nfe, seconds) -> None:
+        step = trainer.global_step
+        metrics = {"sample/nfe": float(nfe), "sample/seconds": seconds}
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=step)
+        if len(pl_module.shape) != 3:  # point clouds: no images
+            return
+        centered = bool(pl_module.cfg.data.centered) if hasattr(pl_module, "cfg") else True
+        grid = make_grid(to_uint8(self.samples, centered))
+        images = {"sample/grid": grid}
+        if frames:
+            picks = torch.linspace(0, len(frames) - 1, min(self.frames, len(frames))).round().long()
+            strip = torch.cat([frames[i] for i in picks.tolist()] + [self.samples[:1]])
+            images["sample/trajectory"] = make_grid(to_uint8(strip, centered), nrow=len(strip))
+        for key, img in images.items():
+            log_image(trainer, key, img, step)
+        if self.out_dir is not None:
+            save_png(self.out_dir / f"step_{step:07d}.png", grid)
+            if "sample/trajectory" in images:
+                save_png(self.out_dir / f"trajectory_{step:07d}.png", images["sample/trajectory"])
+
+
+def log_image(trainer, key: str, image: torch.Tensor, step: int) -> None:
+    """Send a uint8 ``(H, W, C)`` image to whatever logger the run has (wandb, TensorBoard)."""
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_image"):  # wandb
+            logger.log_image(key=key, images=[image.numpy()], step=step)
+        elif hasattr(getattr(logger, "experiment", None), "add_image"):  # tensorboard
+            logger.experiment.add_image(key, image.numpy(), step, dataformats="HWC")
+
+
+# --- sgm sample: Trainer.predict over sample indices ------------------------------------------
+class IndexSampler(pl.LightningModule):
+    """``predict`` = draw this rank's share of the pending sample indices and write each as
+    ``out/png/NNNNNN.png`` (atomically). Used by ``sgm sample``; ``settings`` as it resolves them.
+
+    On CPU with ``exact`` the intra-op thread count is pinned to 1: CPU kernels split their
+    reductions by thread, so the bits would otherwise depend on how many processes share the
+    cores (Lightning gives each DDP process cores // processes threads). Use ``--devices`` for
+    CPU parallelism.
+    """
+
+    def __init__(self, model, settings: dict, out: Path, *, condition=None, progress=None):
+        super().__init__()
+        self.net, self.model, self.settings, self.out = model.net, model, settings, Path(out)
+        self.condition, self.progress_cls, self.bar = condition, progress, None
+        self.pending: list[int] = []
+
+    def setup(self, stage: str) -> None:
+        from .commands.sample import pending_indices
+
+        # rank 0 lists the pending indices and broadcasts them, so no rank can see another
+        # rank's fresh files and disagree about the split
+        mine = pending_indices(self.out, self.settings["n"]) if self.trainer.is_global_zero else None
+        self.pending = self.trainer.strategy.broadcast(mine, src=0)
+
+    def predict_dataloader(self):
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        share = torch.tensor(self.pending[rank::world], dtype=torch.long)
+        return torch.utils.data.DataLoader(share, batch_size=self.settings["batch_size"], shuffle=False)
+
+    def on_predict_start(self) -> None:
+        if self.settings["exact"] and self.device.type == "cpu":
+            torch.set_num_threads(1)
+        self.net.eval()
+        if self.progress_cls is not None and self.trainer.is_global_zero:
+            self.bar = self.progress_cls(len(self.pending), self.trainer.world_size)
+
+    def predict_step(self, batch, batch_idx):
+        from .commands.sample import png_path
+
+        s, idx = self.settings, batch.tolist()
+        x, nfe = draw_samples(self.model.score_fn(), self.model.sde, tuple(s["shape"]), idx, seed=s["seed"],
+                              sampler=s["sampler"], options=s["options"], exact=s["exact"],
+                              device=self.device, condition=self.condition)
+        for k, img in zip(idx, to_uint8(x, s["centered"])):
+            save_png(png_path(self.out, k), img)
+        if self.bar is not None:
+            self.bar.advance(len(idx), nfe)
+        return None
+
+    def on_predict_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.trainer.strategy.barrier("sgm-sample-written")  # rank 0 assembles after this
