@@ -57,6 +57,8 @@ def register(subparsers) -> None:
     p.add_argument("--devices", type=int, default=1, help="devices per node (processes on CPU)")
     p.add_argument("--num-nodes", type=int, default=1)
     p.add_argument("--accelerator", default="auto", help="auto | cpu | gpu")
+    p.add_argument("--strategy", default="ddp", choices=("ddp", "ddp_fork", "ddp_spawn"),
+                   help="how Lightning starts the processes when devices x nodes > 1 (default ddp)")
     p.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True,
                    help="bitwise batch-independent images (default); --no-exact batches samples")
     p.add_argument("--overwrite", action="store_true", help="replace samples made with other settings")
@@ -233,14 +235,15 @@ def run(args: argparse.Namespace) -> int:
     todo = len(pending_indices(out, args.n))
     if todo:
         predict_samples(model, settings, out, condition=condition, accelerator=args.accelerator,
-                        progress=not args.no_progress)
+                        strategy=args.strategy, progress=not args.no_progress)
     if _is_global_zero():
         assemble(out, args.n)
         print(f"sgm sample: {args.n} samples in {out} ({todo} new)")
     return 0
 
 
-def predict_samples(model, settings: dict, out: Path, *, condition=None, accelerator="auto", progress=True):
+def predict_samples(model, settings: dict, out: Path, *, condition=None, accelerator="auto", strategy="ddp",
+                    progress=True):
     """Draw and write every pending index of ``out`` with Lightning on ``settings['devices']`` x
     ``settings['num_nodes']`` processes; returns when all ranks have written their share."""
     import pytorch_lightning as pl
@@ -248,7 +251,7 @@ def predict_samples(model, settings: dict, out: Path, *, condition=None, acceler
     world = settings["devices"] * settings["num_nodes"]
     trainer = pl.Trainer(
         accelerator=accelerator, devices=settings["devices"], num_nodes=settings["num_nodes"],
-        strategy="ddp" if world > 1 else "auto", logger=False, enable_checkpointing=False,
+        strategy=strategy if world > 1 else "auto", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
     )
     from ..callbacks import IndexSampler
