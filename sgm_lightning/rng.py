@@ -57,6 +57,17 @@ def sample_generators(seed: int, indices: Sequence[int] | torch.Tensor) -> list[
     return [seeded((int(seed) * 1_000_003 + int(k)) % (2**63 - 1)) for k in indices]
 
 
+def _draw(draw, shape, generator, device, dtype) -> torch.Tensor:
+    """Call ``draw`` (torch.randn or torch.rand) with the generator conventions of this module."""
+    shape = tuple(shape)
+    if generator is None:
+        return draw(shape, device=device, dtype=dtype)
+    if isinstance(generator, torch.Generator):
+        return draw(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    gens = as_generator(generator, shape[0])
+    return torch.stack([draw(shape[1:], generator=g, device=g.device, dtype=dtype) for g in gens]).to(device)
+
+
 def randn(
     shape: Sequence[int],
     generator: GeneratorLike = None,
@@ -65,17 +76,7 @@ def randn(
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Standard normal noise of ``shape`` (leading dim = batch) from ``generator``."""
-    shape = tuple(shape)
-    if generator is None:
-        return torch.randn(shape, device=device, dtype=dtype)
-    if isinstance(generator, torch.Generator):
-        z = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
-        return z.to(device)
-    gens = as_generator(generator, shape[0])
-    z = torch.stack(
-        [torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in gens]
-    )
-    return z.to(device)
+    return _draw(torch.randn, shape, generator, device, dtype)
 
 
 def randn_like(x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
@@ -90,11 +91,4 @@ def rand(
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Uniform [0, 1) noise, with the same generator conventions as :func:`randn`."""
-    shape = tuple(shape)
-    if generator is None:
-        return torch.rand(shape, device=device, dtype=dtype)
-    if isinstance(generator, torch.Generator):
-        return torch.rand(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
-    gens = as_generator(generator, shape[0])
-    u = torch.stack([torch.rand(shape[1:], generator=g, device=g.device, dtype=dtype) for g in gens])
-    return u.to(device)
+    return _draw(torch.rand, shape, generator, device, dtype)
