@@ -217,6 +217,89 @@ class SamplingCallback(pl.Callback):
                 save_png(self.out_dir / f"trajectory_{step:07d}.png", images["sample/trajectory"])
 
 
+
+# --- FID / KID during training -----------------------------------------------------------------
+class FIDCallback(pl.Callback):
+    """Every ``every_n_steps`` (and at the end when ``at_end``): every rank draws its share of
+    ``n_samples`` with the EMA weights, feeds their features to :class:`ImageMetrics` (torchmetrics
+    sums/concatenates them across ranks), and rank 0 logs ``eval/fid_n<N>`` (and KID, IS).
+
+    ``features``: a feature network (see :mod:`sgm_lightning.evaluation`); ``reference``: the
+    real statistics (``{mu, sigma, n[, features]}``, see ``load_reference_stats``).
+    ``last`` holds the last scores (every rank).
+    """
+
+    def __init__(self, *, features, reference: dict, sampler: str, options: dict, n_samples: int = 1000,
+                 every_n_steps: int = 0, at_end: bool = False, seed: int = 0, batch_size: int = 250,
+                 kid_subset_size: int = 100, exact: bool = False):
+        if n_samples < 2 or batch_size < 1 or every_n_steps < 0:
+            raise ValueError("eval.n_samples must be >= 2, eval.batch_size >= 1, eval.every_n_steps >= 0")
+        self.features, self.reference = features, reference
+        self.sampler, self.options, self.n, self.every, self.at_end = sampler, dict(options), n_samples, every_n_steps, at_end
+        self.seed, self.batch_size, self.kid_subset_size, self.exact = seed, batch_size, kid_subset_size, exact
+        self.metrics = None
+        self.last: dict[str, float] | None = None
+        self._last_step, self._due = -1, None
+
+    @classmethod
+    def from_config(cls, cfg) -> FIDCallback:
+        from .evaluation import load_inception, load_reference_stats
+
+        ev = cfg.eval
+        if ev.reference_stats is None:
+            raise ValueError("eval.reference_stats: FID during training needs reference statistics; "
+                             "build them with `sgm fid --ref-config ... --save-ref stats.npz`")
+        name, options = sampler_settings(cfg.sample, per_sample=True)
+        return cls(features=load_inception(ev.inception_weights), reference=load_reference_stats(ev.reference_stats),
+                   sampler=name, options=options, n_samples=ev.n_samples, every_n_steps=ev.every_n_steps,
+                   seed=cfg.sample.seed, batch_size=ev.batch_size, kid_subset_size=ev.kid_subset_size)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from .evaluation import ImageMetrics
+
+        if len(pl_module.shape) != 3:
+            raise ValueError("eval.every_n_steps: FID needs an image dataset")
+        self.metrics = ImageMetrics(self.features, image_shape=tuple(pl_module.shape),
+                                    kid_subset_size=self.kid_subset_size).to(pl_module.device)
+        self.metrics.load_reference(self.reference)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step  # run at the next batch start, after the module's EMA update
+        if self.every and step > 0 and step % self.every == 0 and step != self._last_step:
+            self._due = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._due is not None:
+            self.run(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if (self.at_end or self._due is not None) and trainer.global_step != self._last_step:
+            self.run(trainer, pl_module)
+
+    @torch.no_grad()
+    def run(self, trainer, pl_module) -> dict[str, float]:
+        self._last_step, self._due = trainer.global_step, None
+        rank, world = trainer.global_rank, trainer.world_size
+        mine = list(range(rank, self.n, world))
+        centered = bool(pl_module.cfg.data.centered) if hasattr(pl_module, "cfg") else True
+        self.metrics.reset_fake()
+        start = time.perf_counter()
+        with pl_module.ema_scope(), _eval_mode(pl_module.net):
+            score_fn = pl_module.score_fn()
+            for b in range(0, len(mine), self.batch_size):
+                chunk = mine[b : b + self.batch_size]
+                x, _ = draw_samples(score_fn, pl_module.sde, tuple(pl_module.shape), chunk, seed=self.seed,
+                                    sampler=self.sampler, options=self.options, exact=self.exact,
+                                    device=pl_module.device)
+                self.metrics.update_fake(to_uint8(x, centered).permute(0, 3, 1, 2).to(pl_module.device))
+        self.last = self.metrics.compute()  # a collective: every rank calls it
+        if trainer.is_global_zero and trainer.logger is not None:
+            logged = {f"eval/{k}": v for k, v in self.last.items()}
+            logged["eval/seconds"] = time.perf_counter() - start
+            trainer.logger.log_metrics(logged, step=trainer.global_step)
+        return self.last
+
+
 def log_image(trainer, key: str, image: torch.Tensor, step: int) -> None:
     """Send a uint8 ``(H, W, C)`` image to whatever logger the run has (wandb, TensorBoard)."""
     for logger in trainer.loggers:

@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "export": "export",
     "sample": "sample",
+    "fid": "fid",
 }
 
 

@@ -106,9 +106,23 @@ def _split(out) -> tuple[torch.Tensor, torch.Tensor | None]:
     return out, None
 
 
-def _rank() -> int:
+def _rank_world() -> tuple[int, int]:
     dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _rank() -> int:
+    return _rank_world()[0]
+
+
+def _one_tensor(states: list, width: int, device) -> list:
+    """A list state as exactly one tensor: torchmetrics gathers list states (KID, IS) element by
+    element, so ranks holding different numbers of batches would wait on each other forever."""
+    if not states:
+        return [torch.zeros((0, width), dtype=torch.float64, device=device)]
+    return [torch.cat(states)] if len(states) > 1 else states
 
 
 class ImageMetrics(nn.Module):
@@ -133,10 +147,13 @@ class ImageMetrics(nn.Module):
         image_shape: tuple[int, int, int] = (3, 32, 32),  # (C, H, W), to probe the feature size
     ):
         super().__init__()
-        self.features = features.eval().requires_grad_(False)
+        self.features = features.eval()
+        for p in self.features.parameters():  # (works for TorchScript modules too)
+            p.requires_grad_(False)
         with torch.no_grad():
             feats, logits = _split(self.features(torch.zeros((2, *image_shape), dtype=torch.uint8)))
         self.num_features = feats.shape[1]
+        self.logits_dim = None if logits is None else logits.shape[1]
         self.fid = FrechetInceptionDistance(_Given(self.num_features), reset_real_features=False)
         self.kid = self.inception_score = None
         with warnings.catch_warnings():  # "will save all extracted features": that is the point
@@ -197,35 +214,45 @@ class ImageMetrics(nn.Module):
         self.fid.real_features_num_samples = n.long() if own else torch.zeros_like(n.long())
         if self.kid is not None:
             self.kid.real_features = []
-            if "features" in stats and own:
-                self.kid.real_features.append(torch.as_tensor(stats["features"], dtype=torch.float64, device=device))
+            if "features" in stats:  # rank r keeps rows r, r + world, ...: the gather rebuilds them all
+                rank, world = _rank_world()
+                feats = torch.as_tensor(stats["features"], dtype=torch.float64, device=device)
+                self.kid.real_features.append(feats[rank::world])
 
     def real_count(self) -> int:
         return int(self.fid.real_features_num_samples)
 
+    def _global_count(self, count: int) -> int:
+        """``count`` summed over ranks (a collective under DDP)."""
+        if _rank_world()[1] == 1:
+            return int(count)
+        t = torch.tensor(int(count), device=self.fid.real_features_sum.device)
+        torch.distributed.all_reduce(t)
+        return int(t)
+
     def compute(self) -> dict[str, float]:
-        """``{fid_n<N>, kid_n<N>, kid_std_n<N>, is_n<N>, is_std_n<N>}`` with N = generated images."""
-        n = int(self.fid.fake_features_num_samples)
-        if self.fid.fake_features_num_samples < 2 or self.fid.real_features_num_samples < 2:
+        """``{fid_n<N>, kid_n<N>, kid_std_n<N>, is_n<N>, is_std_n<N>}`` with N = generated images
+        (over all ranks). Under DDP every rank must call it (the metrics gather their states)."""
+        n = self._global_count(self.fid.fake_features_num_samples)
+        if n < 2 or self._global_count(self.fid.real_features_num_samples) < 2:
             raise ValueError("images: FID needs at least 2 real and 2 generated images")
         out = {f"fid_n{n}": float(self.fid.compute())}
-        with torch.random.fork_rng(devices=[]):
+        device, F = self.fid.real_features_sum.device, self.num_features
+        with torch.random.fork_rng(devices=[]):  # KID subsets and IS splits: fixed, repeatable
             torch.manual_seed(self.seed)
-            if self.kid is not None and self.kid.real_features:
-                size = min(self.kid_subset_size, n, _count(self.kid.real_features))
-                self.kid.subset_size = size
-                mean, std = self.kid.compute()
-                out[f"kid_n{n}"], out[f"kid_std_n{n}"] = float(mean), float(std)
+            if self.kid is not None:
+                self.kid.real_features = _one_tensor(self.kid.real_features, F, device)
+                self.kid.fake_features = _one_tensor(self.kid.fake_features, F, device)
+                n_real = self._global_count(self.kid.real_features[0].shape[0])
+                if n_real >= 2:
+                    self.kid.subset_size = min(self.kid_subset_size, n, n_real)
+                    mean, std = self.kid.compute()
+                    out[f"kid_n{n}"], out[f"kid_std_n{n}"] = float(mean), float(std)
             if self.inception_score is not None:
+                self.inception_score.features = _one_tensor(self.inception_score.features, self.logits_dim, device)
                 mean, std = self.inception_score.compute()
                 out[f"is_n{n}"], out[f"is_std_n{n}"] = float(mean), float(std)
         return out
-
-
-def _count(features) -> int:
-    if isinstance(features, torch.Tensor):
-        return features.shape[0]
-    return sum(f.shape[0] for f in features)
 
 
 # --- reference statistics ------------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""``sgm fid``: FID / KID / IS of generated images against a reference, offline.
+
+    sgm fid --samples DIR --ref REF (--inception-weights PTH | --feature-net TS.pt) [--json OUT]
+    sgm fid --ref-config digits --save-ref stats.npz --inception-weights PTH   # reference stats only
+
+``--samples``: an ``sgm sample`` output folder (its ``samples.npz``), an ``.npz`` holding ``x``
+(uint8 N x H x W x C) or a folder of PNGs. ``--ref``: reference statistics (``.npz`` with
+``mu``, ``sigma``) or an image set in the same forms as ``--samples``; ``--ref-config`` builds
+the reference from a training config's dataset (``key=value`` overrides after it).
+``--save-ref`` stores the reference statistics for reuse (``--keep-features`` adds the features,
+which KID needs). Every score carries its sample count: ``fid_n2000`` is FID over 2,000 images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("fid", help="FID/KID/IS of samples (local Inception weights or a feature net)",
+                              description=__doc__.split("\n\n")[2])
+    p.add_argument("--samples", default=None, help="sgm sample folder, .npz with x, or a folder of PNGs")
+    p.add_argument("--ref", default=None, help="reference stats .npz (mu, sigma) or an image set")
+    p.add_argument("--ref-config", default=None, help="build the reference from this training config's dataset")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for --ref-config")
+    p.add_argument("--save-ref", default=None, help="write the reference statistics to this .npz")
+    p.add_argument("--keep-features", action="store_true", help="store reference features too (for KID)")
+    p.add_argument("--inception-weights", default=None, help="torch-fidelity FID Inception weights (.pth)")
+    p.add_argument("--feature-net", default=None, help="a TorchScript feature network instead of Inception")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    p.set_defaults(func=run)
+
+
+def read_image_set(path: str | Path, what: str) -> np.ndarray:
+    """uint8 ``(N, H, W, C)`` from an sgm sample folder, an .npz with ``x``, or a folder of PNGs."""
+    from PIL import Image
+
+    p = Path(path)
+    if p.is_dir() and (p / "samples.npz").is_file():
+        p = p / "samples.npz"
+    if p.is_file() and p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as f:
+            if "x" not in f.files:
+                raise ValueError(f"{what}: {p} has no 'x' array (uint8 N x H x W x C)")
+            x = np.array(f["x"])
+    elif p.is_dir():
+        files = sorted(p.rglob("*.png"))
+        if not files:
+            raise ValueError(f"{what}: {p} holds no samples.npz and no PNG files")
+        x = np.stack([np.array(Image.open(f)) for f in files])
+    else:
+        raise FileNotFoundError(f"{what}: no such file or folder {p}")
+    if x.dtype != np.uint8:
+        raise ValueError(f"{what}: images must be uint8, got {x.dtype}")
+    return x[..., None] if x.ndim == 3 else x
+
+
+def _batches(x: np.ndarray, batch_size: int):
+    import torch
+
+    for i in range(0, len(x), batch_size):
+        yield torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).permute(0, 3, 1, 2)
+
+
+def _config_images(config: str, overrides: list[str]) -> np.ndarray:
+    import torch
+
+    from ..config import load_config
+    from ..data import image_dataset
+
+    cfg = load_config(config, overrides)
+    ds = image_dataset(cfg.data, train=False)
+    items = [ds[i] for i in range(len(ds))]
+    x = torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items])
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def feature_net(inception_weights: str | None, feature_net_path: str | None):
+    """The feature network the flags name (Inception weights or a TorchScript file)."""
+    from ..evaluation import load_feature_net, load_inception
+
+    if feature_net_path is not None:
+        return load_feature_net(feature_net_path)
+    return load_inception(inception_weights)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import ImageMetrics, load_reference_stats, reference_stats, save_reference_stats
+
+    if args.batch_size <= 0 or args.kid_subset_size <= 0:
+        raise ValueError("--batch-size/--kid-subset-size: must be >= 1")
+    if (args.ref is None) == (args.ref_config is None):
+        raise ValueError("--ref/--ref-config: pass exactly one reference")
+    if args.samples is None and args.save_ref is None:
+        raise ValueError("--samples: nothing to score; pass --samples, or --save-ref to only build reference stats")
+    fake = read_image_set(args.samples, "--samples") if args.samples else None
+    stats, real = None, None
+    if args.ref is not None and Path(args.ref).is_file() and Path(args.ref).suffix == ".npz":
+        with np.load(args.ref, allow_pickle=False) as f:
+            is_stats = "mu" in f.files
+        stats = load_reference_stats(args.ref) if is_stats else None
+        real = None if is_stats else read_image_set(args.ref, "--ref")
+    elif args.ref is not None:
+        real = read_image_set(args.ref, "--ref")
+    else:
+        real = _config_images(args.ref_config, args.overrides)
+    net = feature_net(args.inception_weights, args.feature_net)
+    shape_src = fake if fake is not None else real
+    image_shape = (shape_src.shape[3], shape_src.shape[1], shape_src.shape[2])
+    if stats is None:  # features kept for KID in this run; saved only with --keep-features
+        stats = reference_stats(net, _batches(real, args.batch_size), keep_features=True)
+    if args.save_ref:
+        keep = {k: v for k, v in stats.items() if k != "features" or args.keep_features}
+        save_reference_stats(args.save_ref, keep)
+        print(f"sgm fid: reference statistics of {int(stats['n'])} images -> {args.save_ref}")
+    if fake is None:
+        return 0
+    metrics = ImageMetrics(net, image_shape=image_shape, kid=True, kid_subset_size=args.kid_subset_size)
+    metrics.load_reference(stats)
+    for batch in _batches(fake, args.batch_size):
+        metrics.update_fake(batch)
+    scores = {**metrics.compute(), "n": int(len(fake)), "n_ref": int(stats["n"])}
+    print(json.dumps(scores))
+    if args.json:
+        Path(args.json).write_text(json.dumps(scores, indent=1))
+    return 0
