@@ -68,15 +68,15 @@ def resolve_run(cfg, config_name: str) -> tuple[str, Path, str | None]:
             raise FileNotFoundError(f"resume: no such checkpoint {str(ckpt)!r}")
         name = name or ckpt.parent.name
         return name, root / name, str(ckpt)
-    if not name:
-        job = os.environ.get("SLURM_JOB_ID")
-        name = f"{config_name}-{job}" if job else f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not name:  # every process of a multi-process launch must agree on it: prefer the job's id
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        name = f"{config_name}-{job}" if job != "none" else f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return name, root / name, None
 
 
 # --- builders --------------------------------------------------------------------------
 def build_callbacks(cfg, run_dir: Path) -> list:
-    """Checkpointing (last + best-k by val/loss) and the progress bar; sampling/FID attach here."""
+    """Checkpointing (last + best-k by val/loss), sample grids (EMA weights), the progress bar."""
     from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
     from ..module import FinalCheckpoint
@@ -90,6 +90,10 @@ def build_callbacks(cfg, run_dir: Path) -> list:
         ),
         FinalCheckpoint(run_dir / "last.ckpt"),
     ]
+    if cfg.sample.at_end or cfg.sample.every_n_steps:
+        from ..callbacks import SamplingCallback
+
+        callbacks.append(SamplingCallback.from_config(cfg, out_dir=run_dir / "samples"))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar(leave=True))
     return callbacks
@@ -172,7 +176,7 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None) -> Train
     # ddp_spawn / ddp_fork: the trained EMA lives in the worker processes, not in this one
     spawned = getattr(trainer.strategy, "_start_method", "popen") != "popen"
     if cfg.sample.at_end and trainer.is_global_zero and not spawned:
-        grid = sample_grid(module, cfg, run_dir / "samples.png")
+        grid = save_final_grid(trainer, cfg, run_dir / "samples.png")
     if cfg.logging.logger == "wandb" and trainer.is_global_zero:
         import wandb
 
@@ -181,30 +185,18 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None) -> Train
     return TrainResult(module, trainer, run_dir, grid)
 
 
-def sample_grid(module, cfg, path: Path) -> Path | None:
-    """Draw ``sample.n_samples`` images from the EMA network with ``sample.*`` settings and save a grid.
-
-    Point clouds are drawn as a scatter plot. Returns the PNG path.
-    """
-    import torch
-
+def save_final_grid(trainer, cfg, path: Path) -> Path | None:
+    """The end-of-training samples of the :class:`~sgm_lightning.callbacks.SamplingCallback`
+    (EMA weights, ``sample.*`` settings) as one PNG: an image grid, or a scatter plot of points."""
+    from ..callbacks import SamplingCallback
     from ..images import make_grid, save_png, to_uint8
-    from ..rng import sample_generators
-    from ..sampling import run_sampler
 
-    sm, n = cfg.sample, cfg.sample.n_samples
-    module.eval()
-    xs = []
-    with torch.no_grad(), module.ema_scope():
-        for start in range(0, n, sm.batch_size):
-            idx = list(range(start, min(n, start + sm.batch_size)))
-            res = run_sampler(module.sde, module.score_fn(), (len(idx), *module.shape), cfg=sm,
-                              generator=sample_generators(sm.seed, idx), device=module.device)
-            xs.append(res.x.cpu())
-    x = torch.cat(xs)
-    if len(module.shape) == 3:
-        return save_png(path, make_grid(to_uint8(x, cfg.data.centered)))
-    return _scatter_png(x, path)
+    cb = next((c for c in trainer.callbacks if isinstance(c, SamplingCallback)), None)
+    if cb is None or cb.samples is None:
+        return None
+    if cb.samples.ndim == 4:
+        return save_png(path, make_grid(to_uint8(cb.samples, cfg.data.centered)))
+    return _scatter_png(cb.samples, path)
 
 
 def _scatter_png(x, path: Path) -> Path:
