@@ -73,16 +73,18 @@ def test_ddp_gathers_exactly_n_samples_equal_to_one_process(tmp_path):
 
 
 def test_image_grid_trajectory_and_nfe_are_logged_and_repeatable(tmp_path):
-    cfg = load_config(None, [
+    overrides = [
         "data.image_size=8", "model.preset=ncsnpp_digits", "model.kwargs.nf=8", "model.kwargs.ch_mult=[1]",
         "model.kwargs.num_res_blocks=1", "model.kwargs.attn_resolutions=[]", "trainer.max_steps=2",
         "trainer.val_check_interval=2", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", "data.batch_size=16", "data.val_batch_size=64", "logging.logger=csv",
         f"logging.save_dir={tmp_path}/runs", f"checkpoint.dir={tmp_path}/ck", "name=img", "sample.at_end=false",
         "sample.steps=4", "sample.trajectory=true", "sample.trajectory_frames=3", "sample.n_samples=5",
-        "sample.every_n_steps=1", "sample.batch_size=4", "sample.seed=11",
-    ])
-    cb = SamplingCallback.from_config(cfg, out_dir=tmp_path / "grids")
+        "sample.batch_size=4", "sample.seed=11",
+    ]
+    cfg = load_config(None, overrides)  # sample.every_n_steps=0: the run itself attaches no sampler
+    cb = SamplingCallback.from_config(load_config(None, [*overrides, "sample.every_n_steps=1"]),
+                                      out_dir=tmp_path / "grids")
     assert cb.options["norms"] == "sample" and cb.options["steps"] == 4
     res = train(cfg, "img", callbacks=[cb])
     grids = sorted((tmp_path / "grids").glob("step_*.png"))
