@@ -23,7 +23,6 @@ from .base import (
     check_number,
     noise,
     start,
-    tweedie_denoise,
 )
 
 
@@ -51,11 +50,12 @@ def langevin(score, x0: torch.Tensor, *, step_size: float, n_steps: int,
     return x
 
 
-def ald_levels(sde: SDE, levels=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Times ``(L,)`` (descending noise) and their marginal stds for ALD, float64.
+def ald_levels(sde: SDE, levels=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Times ``(L,)`` (descending noise), their scales s(t) and EDM noise levels sigma(t), float64.
 
     VE: the geometric ladder ``sde.discrete_sigmas`` (largest first), at t = t_from_sigma(sigma).
-    Other processes: ``sde.N`` times from T down to ``sde.eps``. ``levels`` overrides the times.
+    Other processes: ``sde.N`` geometric levels from sigma(T) to sigma(eps) (``sde.sigma_range``),
+    at their times. ``levels`` overrides the times (keep them geometric in sigma: ALD assumes it).
     """
     if levels is not None:
         ts = torch.as_tensor(levels, dtype=torch.float64).reshape(-1)
@@ -64,8 +64,11 @@ def ald_levels(sde: SDE, levels=None) -> tuple[torch.Tensor, torch.Tensor]:
     elif isinstance(sde, VESDE):
         ts = sde.t_from_sigma(sde.discrete_sigmas.double().flip(0)).clamp(0, sde.T)
     else:
-        ts = torch.linspace(sde.T, sde.eps, sde.N, dtype=torch.float64)
-    return ts, sde.marginal_coeffs(ts)[1]
+        lo, hi = sde.sigma_range()
+        sig = torch.exp(torch.linspace(math.log(hi), math.log(lo), sde.N, dtype=torch.float64))
+        ts = sde.t_from_sigma(sig).clamp(0, sde.T)
+    scale, std = sde.marginal_coeffs(ts)
+    return ts, scale, std / scale
 
 
 def annealed_langevin(sde: SDE, score_fn: ScoreFn, shape=None, *, n_steps_each: int = 5,
@@ -74,28 +77,39 @@ def annealed_langevin(sde: SDE, score_fn: ScoreFn, shape=None, *, n_steps_each: 
                       callback: Callback = None, device=None, dtype=torch.float32) -> SampleResult:
     """ALD over the noise levels of ``sde`` (see :func:`ald_levels`), from the prior.
 
-    ``step_lr`` = eps of alpha_i = eps (sigma_i / sigma_L)^2; default for VE: NCSNv2's technique 4
-    (:func:`sgm_lightning.noise_design.ald_step_size`). NFE = L * n_steps_each (+1 if ``denoise``).
-    ``callback(i, t, x)`` runs after each level i.
+    The chain runs on the scaled-out state x~ = x / s(t), whose law at level i is the data plus
+    N(0, sigma_i^2 I) noise with sigma = std / s (EDM's noise level), and whose score is
+    s(t) score(s(t) x~, t). For VE this is NCSN's ALD verbatim; for VP/sub-VP/OU it keeps the
+    modes in place across levels (the x-space modes drift with s(t), which Langevin would have to
+    chase). ``step_lr`` = eps of alpha_i = eps (sigma_i / sigma_L)^2; default for VE: NCSNv2's
+    technique 4 (:func:`sgm_lightning.noise_design.ald_step_size`). ``denoise``: Tweedie's
+    E[x_0 | x_L] = x~ + sigma_L^2 s(t_L) score; otherwise the output is x = s(t_L) x~, a sample of
+    p_{t_L}. NFE = L * n_steps_each (+1 if ``denoise``). ``callback(i, t, x)`` after each level.
     """
     n_steps_each = check_int("n_steps_each", n_steps_each, 1)
-    ts, stds = ald_levels(sde, levels)
+    ts, scales, sigmas = ald_levels(sde, levels)
     if step_lr is None:
         if not isinstance(sde, VESDE) or levels is not None:
             raise ValueError("step_lr: required unless sampling a VESDE on its own ladder (technique 4)")
         from ..noise_design import ald_step_size
 
-        step_lr = ald_step_size(stds.numpy(), n_steps_each)
+        step_lr = ald_step_size(sigmas.numpy(), n_steps_each)
     step_lr = check_number("step_lr", step_lr, positive=True)
     x, gen, score = start(sde, score_fn, shape, x_init, generator, device, dtype)
-    alphas = (step_lr * (stds / stds[-1]) ** 2).tolist()  # alpha_i, python floats: no syncs in the loop
+    # python floats: no device syncs in the loop
+    alphas = (step_lr * (sigmas / sigmas[-1]) ** 2).tolist()
+    scales_f = scales.tolist()
     tvec = ts.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0])
+    x = x / scales_f[0]
     for i, alpha in enumerate(alphas):
-        t, noise_scale = tvec[i], math.sqrt(2 * alpha)
+        t, a, noise_scale = tvec[i], scales_f[i], math.sqrt(2 * alpha)
         for _ in range(n_steps_each):
-            x = x + alpha * score(x, t) + noise_scale * noise(x, gen)
+            x = x + (alpha * a) * score(a * x, t) + noise_scale * noise(x, gen)
         if callback is not None:
-            callback(i, t, x)
+            callback(i, t, a * x)
     if denoise:
-        x = tweedie_denoise(sde, score, x, tvec[-1])
+        a = scales_f[-1]
+        x = x + (sigmas[-1].item() ** 2 * a) * score(a * x, tvec[-1])
+    else:
+        x = scales_f[-1] * x
     return SampleResult(x, score.nfe, {"step_lr": step_lr, "levels": len(alphas)})
