@@ -10,12 +10,19 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import torch
+
 from .common import LabContext, LabResult, timed, write_outputs
 
 #: experiment name (as typed on the command line) -> module in sgm_lightning.lab
 EXPERIMENTS: dict[str, str] = {
+    "annealing": "annealing",
+    "pc": "pc",
+    "dimension": "dimension",
+    "score-error": "score_error",
     "spacing": "spacing",
     "noise-design": "noise_design",
+    "score-meter": "score_meter",
 }
 
 
@@ -24,7 +31,13 @@ def run_experiment(name: str, ctx: LabContext, out: Path | str) -> LabResult:
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment: unknown {name!r}; choose one of {', '.join(EXPERIMENTS)} or all")
     module = importlib.import_module(f"sgm_lightning.lab.{EXPERIMENTS[name]}")
-    result, wall = timed(lambda: module.run(ctx))
+    threads = torch.get_num_threads()
+    if ctx.device.type == "cpu":  # small batched ops: intra-op threads cost more than they give
+        torch.set_num_threads(1)
+    try:
+        result, wall = timed(lambda: module.run(ctx))
+    finally:
+        torch.set_num_threads(threads)
     write_outputs(result, ctx, Path(out), wall)
     return result
 

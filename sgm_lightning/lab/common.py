@@ -171,13 +171,24 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def crossing(x: Sequence[float], y: Sequence[float], level: float, log: bool = True) -> float:
-    """The first x where the curve y(x) crosses ``level`` (interpolated, in log-log if ``log``).
+def crossing(x: Sequence[float], y: Sequence[float], level: float, log: bool = True,
+             first_below: bool = False) -> float:
+    """The x where the curve y(x) crosses ``level`` (interpolated, in log-log if ``log``).
 
-    ``x`` ascending. Returns NaN when y never crosses.
+    ``x`` ascending. Default: the first crossing. ``first_below``: the crossing into the first
+    point with y <= level (for noisy decreasing curves: the smallest budget that reaches it).
+    Returns NaN when y never crosses.
     """
     xs, ys = np.asarray(x, float), np.asarray(y, float)
     tx = np.log if log else (lambda v: v)
+    if first_below:
+        hits = np.nonzero(ys <= level)[0]
+        if len(hits) == 0:
+            return float("nan")
+        j = int(hits[0])
+        if j == 0:
+            return float(xs[0])
+        xs, ys = xs[j - 1 : j + 1], ys[j - 1 : j + 1]
     for i in range(len(xs) - 1):
         y0, y1 = ys[i], ys[i + 1]
         if (y0 - level) * (y1 - level) <= 0 and y0 != y1 and np.isfinite(y0) and np.isfinite(y1):
@@ -198,8 +209,9 @@ def call_sampler(fn: Callable, *args, ctx: LabContext, **kwargs):
         if key in params and key not in kwargs:
             kwargs[key] = value
     res = fn(*args, **kwargs)
-    if isinstance(res, torch.Tensor):
-        return res, None
+    if isinstance(res, torch.Tensor):  # plain langevin returns the samples themselves
+        nfe = getattr(res, "nfe", None)
+        return res, None if nfe is None else int(nfe)
     return res.x, int(res.nfe)
 
 
