@@ -22,7 +22,8 @@ import numpy as np
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("fid", help="FID/KID/IS of samples (local Inception weights or a feature net)",
-                              description=__doc__.split("\n\n")[2])
+                              description="FID, KID and IS of generated images against a reference image set "
+                              "or saved statistics; every score is named with its sample count (fid_n2000).")
     p.add_argument("--samples", default=None, help="sgm sample folder, .npz with x, or a folder of PNGs")
     p.add_argument("--ref", default=None, help="reference stats .npz (mu, sigma) or an image set")
     p.add_argument("--ref-config", default=None, help="build the reference from this training config's dataset")

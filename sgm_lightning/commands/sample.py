@@ -42,7 +42,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sample",
         help="draw samples from a checkpoint (multi-device, resumable)",
-        description=__doc__.split("\n\n")[2],
+        description="Draw N samples from a checkpoint on any number of devices into DIR (png/, grid.png, "
+        "samples.npz, sample_config.yaml). Image k depends only on (checkpoint, sampler settings, seed, k); "
+        "rerunning into DIR resumes.",
     )
     p.add_argument("--ckpt", required=True, help="a .ckpt, an export folder / model.safetensors, "
                    "or an official score_sde_pytorch checkpoint (.pth, with --config)")
