@@ -172,7 +172,8 @@ class SamplingCallback(pl.Callback):
         frames: list[torch.Tensor] = []
 
         def keep_first(i, t, x):
-            frames.append(x[:1].detach().cpu())
+            if x is not None:  # adaptive ODE solvers report accepted steps without the state
+                frames.append(x[:1].detach().cpu())
 
         start = time.perf_counter()
         xs, nfe = [], 0
