@@ -84,7 +84,9 @@ def load_feature_net(path: str | os.PathLike) -> nn.Module:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"feature_net: no such file {path!s}")
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice: TorchScript is the format here
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as err:
         raise ValueError(f"feature_net: {path!s} is not a TorchScript module ({err})") from None
 

@@ -248,8 +248,11 @@ def predict_samples(model, settings: dict, out: Path, *, condition=None, acceler
                     progress=True):
     """Draw and write every pending index of ``out`` with Lightning on ``settings['devices']`` x
     ``settings['num_nodes']`` processes; returns when all ranks have written their share."""
+    import warnings
+
     import pytorch_lightning as pl
 
+    warnings.filterwarnings("ignore", message="predict returned None")  # on purpose: each rank writes PNGs
     world = settings["devices"] * settings["num_nodes"]
     trainer = pl.Trainer(
         accelerator=accelerator, devices=settings["devices"], num_nodes=settings["num_nodes"],
