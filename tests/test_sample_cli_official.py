@@ -78,3 +78,37 @@ def test_mismatched_or_broken_official_checkpoints_are_clear_errors(tmp_path):
         load_official(tmp_path / "missing.pth", cfg)
     with pytest.raises(FileNotFoundError, match="--config"):
         load_official(ckpt, tmp_path / "missing.json")
+
+
+def test_sgm_sample_and_colourisation_from_an_official_checkpoint(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from sgm_lightning.cli import main
+
+    _, ckpt, cfg = _official_files(tmp_path)
+    base = ["sample", "--ckpt", str(ckpt), "--config", str(cfg), "--n", "1", "--steps", "2", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    x = np.load(tmp_path / "plain" / "samples.npz")["x"]
+    assert x.shape == (1, 16, 16, 3) and x.dtype == np.uint8
+    grey = (np.arange(256, dtype=np.uint8).reshape(16, 16) // 2 + 64).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    assert main([*base, "--out", str(tmp_path / "col"), "--colorize", str(tmp_path / "grey.png")]) == 0
+    c = np.load(tmp_path / "col" / "samples.npz")["x"][0].astype(np.float64)
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "col" / "sample_config.yaml").read_text())["condition"]["mode"] == "colorize"
+    assert not np.array_equal(c, x[0].astype(np.float64))  # conditioning changed the image
+    # in model space the grey level (channel mean) is kept exactly (these random weights push the
+    # colours far out of [0, 1], so the written uint8 images are clipped)
+    from sgm_lightning.controllable import load_condition, sample_conditional
+    from sgm_lightning.rng import sample_generators
+
+    model = load_official(ckpt, cfg)
+    cond = load_condition("colorize", tmp_path / "grey.png", None, model.shape, model.centered)
+    with torch.no_grad():
+        res = sample_conditional(cond, [0], model.sde, model.score_fn(), "pc", {"steps": 2, "norms": "sample"},
+                                 generator=sample_generators(0, [0]))
+    want = torch.from_numpy(grey).double() / 255
+    assert torch.allclose(res.x[0].double().mean(0), want, atol=1e-5)
+    assert res.x[0].std(0).mean() > 0.01

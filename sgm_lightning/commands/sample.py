@@ -235,7 +235,9 @@ def run(args: argparse.Namespace) -> int:
     if _is_global_zero():
         prepare_out_dir(out, settings, args.overwrite)
     todo = len(pending_indices(out, args.n))
-    if todo:
+    # several processes started together (torchrun / SLURM) must all enter predict: one of them
+    # may look before rank 0 has cleaned DIR; rank 0's list is the one used (IndexSampler.setup)
+    if todo or args.devices * args.num_nodes > 1:
         predict_samples(model, settings, out, condition=condition, accelerator=args.accelerator,
                         strategy=args.strategy, progress=not args.no_progress)
     if _is_global_zero():
