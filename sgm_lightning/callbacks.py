@@ -39,6 +39,11 @@ def sampler_settings(sample_cfg, *, sampler=None, per_sample: bool = True, **ove
         raise ValueError(f"sampler: unknown {name!r}; choose one of {sorted(SAMPLERS)}")
     accepted = set(sampler_options(name))
     options = {k: sample_cfg[k] for k in OPTION_KEYS if k in accepted and k in sample_cfg}
+    if name == "ode":  # the config's step count is for PC; adaptive solvers choose their own steps
+        from .sampling.ode import FIXED_METHODS
+
+        if options.get("method") not in FIXED_METHODS:
+            options.pop("steps", None)
     for k, v in overrides.items():
         if v is None:
             continue

@@ -111,3 +111,17 @@ def test_settings_come_from_the_config_and_bad_names_are_rejected():
         sampler_settings(cfg.sample, sampler="nope")
     with pytest.raises(ValueError, match="n_samples"):
         SamplingCallback(sampler="pc", options={}, n_samples=0)
+
+
+def test_an_adaptive_ode_sampler_does_not_inherit_the_pc_step_count():
+    cfg = load_config(None, ["sample.steps=250", "sample.method=rk45"])
+    name, opts = sampler_settings(cfg.sample, sampler="ode")
+    assert name == "ode" and opts["method"] == "rk45" and "steps" not in opts
+    name, opts = sampler_settings(load_config(None, ["sample.steps=7", "sample.method=rk4"]).sample, sampler="ode")
+    assert opts["steps"] == 7
+    with pytest.raises(ValueError, match="steps"):  # asked for explicitly: the sampler's own error
+        from sgm_lightning.sampling import run_sampler
+        from sgm_lightning.sde import VESDE
+
+        _, opts = sampler_settings(cfg.sample, sampler="ode", steps=5)
+        run_sampler("ode", VESDE(), lambda x, t: -x, (1, 2), **opts)
