@@ -25,11 +25,11 @@ from ..sde import SDE, ScoreFn, bcast
 NORMS = ("batch", "sample")
 
 
-def _alpha(sde: SDE, t: torch.Tensor):
+def corrector_alpha(sde: SDE, t: torch.Tensor):
     """score_sde's alpha: the DDPM alpha_i = 1 - beta_i at t's level for VP/sub-VP, else 1."""
     alphas = getattr(sde, "alphas", None)  # VPSDE / SubVPSDE carry DDPM's discrete alphas
     if alphas is None:
-        return 1.0
+        return torch.ones_like(t)
     return alphas.to(device=t.device, dtype=t.dtype)[sde.discrete_index(t)]
 
 
@@ -38,22 +38,32 @@ def _norms(v: torch.Tensor, norms: str) -> torch.Tensor:
     return n.mean() if norms == "batch" else n
 
 
+def langevin_update(score_fn: ScoreFn, x, t, z, sqrt_alpha, snr: float, norms: str = "batch"):
+    """The Langevin corrector given sqrt(alpha) (broadcastable against x): with c = r ||z|| / ||s||,
+    eps = 2 alpha c^2 and the noise scale sqrt(2 eps) = 2 sqrt(alpha) c (no sqrt per step)."""
+    s = score_fn(x, t)
+    c = snr * _norms(z, norms) / _norms(s, norms)
+    c = c if c.ndim == 0 else bcast(c, x)
+    x_mean = torch.addcmul(x, 2 * (sqrt_alpha * c) ** 2, s)
+    return torch.addcmul(x_mean, 2 * sqrt_alpha * c, z), x_mean
+
+
 def langevin_corrector_step(sde: SDE, score_fn: ScoreFn, x, t, z, *, snr: float, norms: str = "batch"):
     """x_mean = x + eps s(x, t), x = x_mean + sqrt(2 eps) z, eps = 2 alpha (snr ||z|| / ||s||)^2."""
-    s = score_fn(x, t)
-    step = 2 * _alpha(sde, t) * (snr * _norms(z, norms) / _norms(s, norms)) ** 2
-    step = step.expand(x.shape[0]) if step.ndim == 0 else step
-    x_mean = x + bcast(step, x) * s
-    return x_mean + bcast(torch.sqrt(2 * step), x) * z, x_mean
+    return langevin_update(score_fn, x, t, z, bcast(corrector_alpha(sde, t).sqrt(), x), snr, norms)
+
+
+def ald_coeffs(sde: SDE, t: torch.Tensor, snr: float):
+    """NCSN's annealed step eps = 2 alpha (snr std(t))^2: returns ``(eps, sqrt(2 eps))`` like ``t``."""
+    step = 2 * corrector_alpha(sde, t) * (snr * sde.marginal_coeffs(t)[1]) ** 2
+    return step, torch.sqrt(2 * step)
 
 
 def ald_corrector_step(sde: SDE, score_fn: ScoreFn, x, t, z, *, snr: float, norms: str = "batch"):
     """NCSN's annealed Langevin step, eps = 2 alpha (snr std(t))^2 (``norms`` is unused)."""
-    s = score_fn(x, t)
-    std = sde.marginal_coeffs(t)[1]
-    step = 2 * _alpha(sde, t) * (snr * std) ** 2
-    x_mean = x + bcast(step, x) * s
-    return x_mean + bcast(torch.sqrt(2 * step), x) * z, x_mean
+    step, noise_scale = (bcast(c, x) for c in ald_coeffs(sde, t, snr))
+    x_mean = torch.addcmul(x, step, score_fn(x, t))
+    return torch.addcmul(x_mean, noise_scale, z), x_mean
 
 
 def none_corrector_step(sde, score_fn, x, t, z, *, snr=0.0, norms="batch"):

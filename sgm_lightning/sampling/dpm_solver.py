@@ -48,9 +48,10 @@ def dpm_solver_2m(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 20, s
     sigmas = dpm_sigmas(steps, sigma_min, sigma_max, schedule, rho).tolist()
     x, _, score = start_scaled(sde, score_fn, shape, x_init, generator, device, dtype, sigma_max)
     D = Denoiser(sde, score, x.shape[0], x)
+    levels = [D.level(s) for s in sigmas[:-1]]
     denoised_prev, h_prev = None, None
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
-        denoised = D(x, D.level(sigma))
+        denoised = D(x, levels[i])
         if sigma_next == 0:
             x = denoised
         else:
@@ -58,14 +59,15 @@ def dpm_solver_2m(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 20, s
             d = denoised
             if denoised_prev is not None:
                 r = h_prev / h
-                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * denoised_prev
-            x = (sigma_next / sigma) * x - math.expm1(-h) * d
+                # (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}
+                d = torch.add(denoised, denoised - denoised_prev, alpha=1 / (2 * r))
+            x = torch.add(x * (sigma_next / sigma), d, alpha=-math.expm1(-h))
             h_prev = h
         denoised_prev = denoised
         if callback is not None:
             if sigma_next > 0:
-                t, scale, _ = D.level(sigma_next)
-                callback(i, t, bcast(scale, x) * x)
+                t, scale, _ = levels[i + 1] if i + 1 < len(levels) else D.level(sigma_next)
+                callback(i, t, scale * x)
             else:
                 callback(i, 0.0, x)
     return SampleResult(x, score.nfe)

@@ -32,23 +32,22 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
 
 
 class Denoiser:
-    """D(x~; sigma) from a score_fn; ``level(sigma)`` precomputes (t vector, s(t)) for one sigma."""
+    """D(x~; sigma) from a score_fn; ``level(sigma)`` precomputes (t vector, s(t), sigma)."""
 
     def __init__(self, sde: SDE, score, batch: int, like: torch.Tensor):
         self.sde, self.score, self.batch, self.like = sde, score, batch, like
 
     def level(self, sigma: float):
-        """``(t (B,), s(t) (B,), sigma)`` for the noise level ``sigma`` > 0."""
-        sig = torch.full((self.batch,), sigma, dtype=torch.float64)
-        t = self.sde.t_from_sigma(sig)
-        scale = self.sde.marginal_coeffs(t)[0]
-        cast = lambda v: v.to(device=self.like.device, dtype=self.like.dtype)  # noqa: E731
-        return cast(t), cast(scale), sigma
+        """``(t (B,), s(t) as a float, sigma)`` for the noise level ``sigma`` > 0."""
+        t = self.sde.t_from_sigma(torch.tensor([sigma], dtype=torch.float64))
+        scale = self.sde.marginal_coeffs(t)[0].item()
+        t = t.to(device=self.like.device, dtype=self.like.dtype).expand(self.batch)
+        return t, scale, sigma
 
     def __call__(self, x_tilde: torch.Tensor, level) -> torch.Tensor:
-        t, scale, sigma = level
-        s = bcast(scale, x_tilde)
-        return x_tilde + sigma**2 * s * self.score(s * x_tilde, t)
+        t, a, sigma = level
+        s = self.score(x_tilde if a == 1.0 else a * x_tilde, t)
+        return torch.add(x_tilde, s, alpha=sigma**2 * a)
 
 
 def default_sigma_range(sde: SDE, sigma_min, sigma_max) -> tuple[float, float]:
@@ -85,21 +84,23 @@ def edm_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 18, sigm
     x, gen, score = start_scaled(sde, score_fn, shape, x_init, generator, device, dtype, sigma_max)
     D = Denoiser(sde, score, x.shape[0], x)
     gamma0 = min(S_churn / steps, math.sqrt(2) - 1)
+    gammas = [gamma0 if S_min <= s <= S_max else 0.0 for s in sigmas[:-1]]
+    hats = [D.level(s * (1 + g)) for s, g in zip(sigmas[:-1], gammas)]  # levels: no per-step setup
+    nexts = [D.level(s) if s > 0 else None for s in sigmas[1:]]
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
-        gamma = gamma0 if S_min <= sigma <= S_max else 0.0
-        sigma_hat = sigma * (1 + gamma)
-        if gamma > 0:  # churn: raise the noise level to sigma_hat with fresh noise
-            x = x + math.sqrt(sigma_hat**2 - sigma**2) * S_noise * noise(x, gen)
-        d = (x - D(x, D.level(sigma_hat))) / sigma_hat
-        x_next = x + (sigma_next - sigma_hat) * d  # Euler step
+        sigma_hat = hats[i][2]
+        if gammas[i] > 0:  # churn: raise the noise level to sigma_hat with fresh noise
+            x = torch.add(x, noise(x, gen), alpha=math.sqrt(sigma_hat**2 - sigma**2) * S_noise)
+        h = sigma_next - sigma_hat
+        d = (x - D(x, hats[i])).mul_(1 / sigma_hat)  # dx/dsigma = (x - D) / sigma
+        x_next = torch.add(x, d, alpha=h)  # Euler step
         if sigma_next > 0:  # Heun's 2nd-order correction
-            level_next = D.level(sigma_next)
-            d_next = (x_next - D(x_next, level_next)) / sigma_next
-            x_next = x + (sigma_next - sigma_hat) * 0.5 * (d + d_next)
+            d_next = (x_next - D(x_next, nexts[i])).mul_(1 / sigma_next)
+            x_next = torch.add(x, d.add_(d_next), alpha=0.5 * h)
         x = x_next
         if callback is not None:
-            t, scale, _ = D.level(sigma_next) if sigma_next > 0 else (None, None, None)
-            callback(i, 0.0 if t is None else t, x if scale is None else bcast(scale, x) * x)
+            lvl = nexts[i]
+            callback(i, 0.0 if lvl is None else lvl[0], x if lvl is None else lvl[1] * x)
     return SampleResult(x, score.nfe)
 
 

@@ -103,8 +103,9 @@ def annealed_langevin(sde: SDE, score_fn: ScoreFn, shape=None, *, n_steps_each: 
     x = x / scales_f[0]
     for i, alpha in enumerate(alphas):
         t, a, noise_scale = tvec[i], scales_f[i], math.sqrt(2 * alpha)
-        for _ in range(n_steps_each):
-            x = x + (alpha * a) * score(a * x, t) + noise_scale * noise(x, gen)
+        for _ in range(n_steps_each):  # x~ <- x~ + alpha s~ + sqrt(2 alpha) z, s~ = a score(a x~, t)
+            s = score(x if a == 1.0 else a * x, t)
+            x = torch.add(torch.add(x, s, alpha=alpha * a), noise(x, gen), alpha=noise_scale)
         if callback is not None:
             callback(i, t, a * x)
     if denoise:

@@ -25,8 +25,8 @@ from .base import (
     time_grid,
     tweedie_denoise,
 )
-from .correctors import CORRECTORS, NORMS
-from .predictors import PREDICTORS
+from .correctors import CORRECTORS, NORMS, ald_coeffs, corrector_alpha, langevin_update
+from .predictors import AFFINE_COEFFS, PREDICTORS, affine_update
 
 
 def pc_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, predictor: str = "reverse_diffusion",
@@ -53,17 +53,47 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, predictor: str = "reve
     t_start, eps = check_time_range(sde, t_start, eps)
     x, gen, score = start(sde, score_fn, shape, x_init, generator, device, dtype)
 
-    predict = None if predictor == "none" else PREDICTORS[predictor]
-    correct = None if corrector == "none" or corrector_steps == 0 else CORRECTORS[corrector]
+    step_p, step_c = _plan(sde, predictor, corrector, corrector_steps, snr, norms, t_start, eps, steps, x)
     tv = time_grid(t_start, eps, steps, x.shape[0], x)
     for i in range(steps):
-        if predict is not None:
-            x, _ = predict(sde, score, x, tv[i], tv[i + 1], noise(x, gen))
-        if correct is not None:
-            for _ in range(corrector_steps):
-                x, _ = correct(sde, score, x, tv[i + 1], noise(x, gen), snr=snr, norms=norms)
+        if step_p is not None:
+            x = step_p(score, x, tv[i], tv[i + 1], noise(x, gen), i)
+        for _ in range(corrector_steps if step_c is not None else 0):
+            x = step_c(score, x, tv[i + 1], noise(x, gen), i)
         if callback is not None:
             callback(i, tv[i + 1], x)
     if denoise:
         x = tweedie_denoise(sde, score, x, tv[-1])
     return SampleResult(x, score.nfe)
+
+
+def _plan(sde, predictor, corrector, corrector_steps, snr, norms, t_start, eps, steps, like):
+    """Per-step closures ``(score, x, t, [t_next,] z, i) -> x`` with every coefficient that depends
+    only on the grid precomputed for all steps at once (shape ``(steps, B, 1, ...)``)."""
+    B, tail = like.shape[0], (1,) * (like.ndim - 1)
+    tv = time_grid(t_start, eps, steps, B, like)
+    shaped = lambda c: c.reshape(steps, B, *tail)  # noqa: E731
+    step_p = step_c = None
+    if predictor in AFFINE_COEFFS:
+        keep, coef, nscale = (shaped(c) for c in AFFINE_COEFFS[predictor](sde, tv[:-1], tv[1:]))
+        keep = None if bool(torch.all(keep == 1)) else keep  # VE reverse diffusion: x stays as is
+
+        def step_p(score, x, t, t_next, z, i):
+            return affine_update(score, x, t, z, None if keep is None else keep[i], coef[i], nscale[i])[0]
+    elif predictor != "none":
+        fn = PREDICTORS[predictor]
+
+        def step_p(score, x, t, t_next, z, i):
+            return fn(sde, score, x, t, t_next, z)[0]
+
+    if corrector == "langevin" and corrector_steps > 0:
+        sqrt_alpha = shaped(corrector_alpha(sde, tv[1:]).sqrt())
+
+        def step_c(score, x, t, z, i):
+            return langevin_update(score, x, t, z, sqrt_alpha[i], snr, norms)[0]
+    elif corrector == "ald" and corrector_steps > 0:
+        step, nscale_c = (shaped(c) for c in ald_coeffs(sde, tv[1:], snr))
+
+        def step_c(score, x, t, z, i):
+            return torch.addcmul(torch.addcmul(x, step[i], score(x, t)), nscale_c[i], z)
+    return step_p, step_c
