@@ -120,3 +120,16 @@ def test_sgm_fid_without_a_feature_network_is_a_clear_error(tmp_path, capsys):
     assert "inception_weights" in capsys.readouterr().err
     assert main(["fid", "--samples", str(tmp_path / "nope.npz"), "--ref", str(tmp_path / "a.npz")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_the_training_run_attaches_fid_only_with_reference_stats_and_weights(tmp_path):
+    from sgm_lightning.commands.train import build_callbacks
+    from sgm_lightning.evaluation import save_reference_stats
+
+    assert not any(isinstance(c, FIDCallback) for c in build_callbacks(load_config(None, []), tmp_path))
+    with pytest.raises(ValueError, match="eval.reference_stats"):
+        build_callbacks(load_config(None, ["eval.every_n_steps=100"]), tmp_path)
+    save_reference_stats(tmp_path / "ref.npz", reference_stats(LinearFeatures(), _real_images().split(20)))
+    with pytest.raises(ValueError, match="inception_weights"):
+        build_callbacks(load_config(None, ["eval.every_n_steps=100", f"eval.reference_stats={tmp_path}/ref.npz"]),
+                        tmp_path)

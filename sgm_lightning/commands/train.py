@@ -94,6 +94,10 @@ def build_callbacks(cfg, run_dir: Path) -> list:
         from ..callbacks import SamplingCallback
 
         callbacks.append(SamplingCallback.from_config(cfg, out_dir=run_dir / "samples"))
+    if cfg.eval.every_n_steps:  # FID/KID of EMA samples (needs eval.reference_stats, eval.inception_weights)
+        from ..callbacks import FIDCallback
+
+        callbacks.append(FIDCallback.from_config(cfg))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar(leave=True))
     return callbacks
