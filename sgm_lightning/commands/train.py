@@ -36,7 +36,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    train(cfg, config_name=resolve_config_path(args.config).stem)
+    res = train(cfg, config_name=resolve_config_path(args.config).stem)
+    if res.trainer.is_global_zero:
+        print(f"run folder: {res.run_dir}  (last.ckpt, config.yaml, best checkpoints)")
+        if res.grid is not None:
+            print(f"samples:    {res.grid}")
     return 0
 
 
