@@ -127,3 +127,27 @@ def test_inpainting_from_the_command_line_keeps_the_known_pixels(export_dir, tmp
     x = np.load(tmp_path / "i" / "samples.npz")["x"][..., 0]
     assert np.all(x[:, :, :4] == 200)
     assert not np.all(x[:, :, 4:] == 0)
+
+
+def test_a_run_that_dies_halfway_keeps_what_it_wrote_and_the_rerun_completes_it(export_dir, tmp_path, monkeypatch):
+    import sgm_lightning.callbacks as cbs
+
+    ref = tmp_path / "ref"
+    assert _sample(export_dir, ref, "--n", "5", "--batch-size", "1") == 0
+    real_save, calls = cbs.save_png, []
+
+    def dying_save(path, image):
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")  # the process dies while sample 3 is being written
+        calls.append(path)
+        return real_save(path, image)
+
+    monkeypatch.setattr(cbs, "save_png", dying_save)
+    out = tmp_path / "killed"
+    with pytest.raises((KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into exit 1
+        _sample(export_dir, out, "--n", "5", "--batch-size", "1")
+    assert sorted(p.name for p in (out / "png").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert not (out / "samples.npz").exists()
+    monkeypatch.setattr(cbs, "save_png", real_save)
+    assert _sample(export_dir, out, "--n", "5", "--batch-size", "1") == 0
+    assert np.array_equal(np.load(out / "samples.npz")["x"], np.load(ref / "samples.npz")["x"])
