@@ -83,9 +83,9 @@ def test_reference_stats_saved_and_reloaded_give_the_same_scores(tmp_path):
 
     stats = reference_stats(feats, real.split(70), keep_features=True)
     assert stats["n"] == 200 and stats["mu"].shape == (5,) and stats["sigma"].shape == (5, 5)
-    save_reference_stats(tmp_path / "ref.npz", stats)
+    save_reference_stats(tmp_path / "stats" / "ref.npz", stats)  # the folder is created
     loaded = ImageMetrics(feats, image_shape=SHAPE, kid_subsets=10, kid_subset_size=100)
-    loaded.load_reference(load_reference_stats(tmp_path / "ref.npz"))
+    loaded.load_reference(load_reference_stats(tmp_path / "stats" / "ref.npz"))
     loaded.update_fake(fake)
     got = loaded.compute()
     assert got.keys() == want.keys() == {"fid_n150", "kid_n150", "kid_std_n150"}
