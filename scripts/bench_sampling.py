@@ -181,6 +181,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    # denormal floats (underflowing mixture responsibilities) would make the analytic score's
+    # cost depend on where the samples are; flush them so "one call" means the same everywhere
+    torch.set_flush_denormal(True)
     if args.norms_study:
         return norms_study(args.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")

@@ -37,13 +37,13 @@ def test_mode_weights_and_statistics():
 
 def test_sliced_w2_closed_forms():
     """Shift m: SW2^2 = E(theta.m)^2 = |m|^2/d. Scale 1 -> 2: every 1-D W2 is 1."""
-    x, y = randn(4000, 4, 1), randn(4000, 4, 2)
+    x, y = randn(2000, 4, 1), randn(2000, 4, 2)
     assert sliced_wasserstein2(x, x) == 0.0
-    assert sliced_wasserstein2(x, y) < 0.05
+    assert sliced_wasserstein2(x, y) < 0.06
     shift = torch.tensor([2.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     assert sliced_wasserstein2(x, y + shift, n_projections=1000) == pytest.approx(1.0, abs=0.04)
     assert sliced_wasserstein2(x, 2 * y, n_projections=500) == pytest.approx(1.0, abs=0.03)
-    assert sliced_wasserstein2(x[:1500], 2 * y, n_projections=500) == pytest.approx(1.0, abs=0.05)
+    assert sliced_wasserstein2(x[:800], 2 * y, n_projections=500) == pytest.approx(1.0, abs=0.05)
     # seeded: the same seed gives the same number
     assert sliced_wasserstein2(x, y, seed=7) == sliced_wasserstein2(x, y, seed=7)
 

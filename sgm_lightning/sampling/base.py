@@ -132,9 +132,23 @@ def noise(x: torch.Tensor, generator: GeneratorLike) -> torch.Tensor:
     return randn(x.shape, generator, device=x.device, dtype=x.dtype)
 
 
-def time_grid(t_start: float, eps: float, steps: int, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """``(steps + 1, batch)`` times from t_start down to eps (row i: the times of step i)."""
-    ts = torch.linspace(t_start, eps, steps + 1, dtype=torch.float64)
+GRIDS = ("uniform", "log_sigma")
+
+
+def time_grid(t_start: float, eps: float, steps: int, batch: int, like: torch.Tensor,
+              grid: str = "uniform", sde: SDE | None = None) -> torch.Tensor:
+    """``(steps + 1, batch)`` times from t_start down to eps (row i: the times of step i).
+
+    ``grid="uniform"``: uniform in t (score_sde). ``"log_sigma"``: uniform in log sigma(t), the
+    EDM noise level (for VE the same thing; for OU/VP it refines the steps near t = 0, where
+    std(t) ~ sqrt(t) changes fastest).
+    """
+    if grid == "uniform":
+        ts = torch.linspace(t_start, eps, steps + 1, dtype=torch.float64)
+    else:
+        ends = sde.sigma(torch.tensor([t_start, eps], dtype=torch.float64)).log()
+        ts = sde.t_from_sigma(torch.linspace(ends[0], ends[1], steps + 1, dtype=torch.float64).exp())
+        ts[0], ts[-1] = t_start, eps  # exact ends despite round-off
     return ts.to(device=like.device, dtype=like.dtype)[:, None].expand(-1, batch)
 
 

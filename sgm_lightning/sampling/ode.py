@@ -14,6 +14,7 @@ import torch
 from ..rng import GeneratorLike
 from ..sde import SDE, ScoreFn
 from .base import (
+    GRIDS,
     Callback,
     SampleResult,
     check_choice,
@@ -65,15 +66,17 @@ class _FlowODE(torch.nn.Module):
 def ode_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, method: str = "rk45", steps: int | None = None,
                rtol: float = 1e-5, atol: float = 1e-5, denoise: bool = True, eps: float | None = None,
                t_start: float | None = None, x_init: torch.Tensor | None = None,
-               generator: GeneratorLike = None, callback: Callback = None, device=None,
-               dtype=torch.float32) -> SampleResult:
-    """Probability-flow ODE sampler. ``steps`` (fixed methods; default ``sde.N``) uniform steps in t.
+               generator: GeneratorLike = None, callback: Callback = None, grid: str = "uniform",
+               device=None, dtype=torch.float32) -> SampleResult:
+    """Probability-flow ODE sampler. ``steps`` (fixed methods; default ``sde.N``) steps on the
+    ``grid`` (uniform | log_sigma, see :func:`.base.time_grid`).
 
     ``generator`` only draws the prior sample (the ODE itself is deterministic). ``callback(i, t, x)``
     runs after each fixed step; for adaptive methods after each accepted step with ``x=None``
     (torchdiffeq does not expose the new state there).
     """
     check_choice("method", method, METHODS)
+    check_choice("grid", grid, GRIDS)
     rtol, atol = check_number("rtol", rtol, positive=True), check_number("atol", atol, positive=True)
     t_start, eps = check_time_range(sde, t_start, eps)
     if method in FIXED_METHODS:
@@ -87,7 +90,7 @@ def ode_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, method: str = "rk45",
 
     B = x.shape[0]
     if method in FIXED_METHODS:
-        tv = time_grid(t_start, eps, steps, B, x)
+        tv = time_grid(t_start, eps, steps, B, x, grid, sde)
         for i in range(steps):
             x = _fixed_step(method, drift, x, tv[i], tv[i + 1])
             if callback is not None:

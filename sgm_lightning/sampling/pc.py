@@ -19,6 +19,7 @@ from .base import (
     check_choice,
     check_int,
     check_number,
+    GRIDS,
     check_time_range,
     noise,
     start,
@@ -33,18 +34,20 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, predictor: str = "reve
               corrector: str = "langevin", snr: float = 0.16, corrector_steps: int = 1,
               steps: int | None = None, denoise: bool = True, norms: str = "batch",
               eps: float | None = None, t_start: float | None = None, x_init: torch.Tensor | None = None,
-              generator: GeneratorLike = None, callback: Callback = None, device=None,
-              dtype=torch.float32) -> SampleResult:
+              generator: GeneratorLike = None, callback: Callback = None, grid: str = "uniform",
+              device=None, dtype=torch.float32) -> SampleResult:
     """PC sampler; ``steps`` predictor steps (default ``sde.N``) from ``t_start`` (default T) to
     ``eps`` (default ``sde.eps``), starting from ``x_init`` or the prior.
 
     ``predictor``: euler_maruyama | reverse_diffusion | ancestral | exponential | none;
     ``corrector``: langevin | ald | none; ``snr`` the corrector's signal-to-noise ratio r;
-    ``norms``: batch | sample (see :mod:`.correctors`). ``callback(i, t, x)`` after each step.
+    ``norms``: batch | sample (see :mod:`.correctors`). ``grid``: uniform | log_sigma
+    (:func:`.base.time_grid`). ``callback(i, t, x)`` after each step.
     """
     check_choice("predictor", predictor, PREDICTORS)
     check_choice("corrector", corrector, CORRECTORS)
     check_choice("norms", norms, NORMS)
+    check_choice("grid", grid, GRIDS)
     if predictor == "none" and corrector == "none":
         raise ValueError("predictor, corrector: at least one of them must not be 'none'")
     snr = check_number("snr", snr)
@@ -53,8 +56,8 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, predictor: str = "reve
     t_start, eps = check_time_range(sde, t_start, eps)
     x, gen, score = start(sde, score_fn, shape, x_init, generator, device, dtype)
 
-    step_p, step_c = _plan(sde, predictor, corrector, corrector_steps, snr, norms, t_start, eps, steps, x)
-    tv = time_grid(t_start, eps, steps, x.shape[0], x)
+    tv = time_grid(t_start, eps, steps, x.shape[0], x, grid, sde)
+    step_p, step_c = _plan(sde, predictor, corrector, corrector_steps, snr, norms, tv, x)
     for i in range(steps):
         if step_p is not None:
             x = step_p(score, x, tv[i], tv[i + 1], noise(x, gen), i)
@@ -67,11 +70,10 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, predictor: str = "reve
     return SampleResult(x, score.nfe)
 
 
-def _plan(sde, predictor, corrector, corrector_steps, snr, norms, t_start, eps, steps, like):
+def _plan(sde, predictor, corrector, corrector_steps, snr, norms, tv, like):
     """Per-step closures ``(score, x, t, [t_next,] z, i) -> x`` with every coefficient that depends
     only on the grid precomputed for all steps at once (shape ``(steps, B, 1, ...)``)."""
-    B, tail = like.shape[0], (1,) * (like.ndim - 1)
-    tv = time_grid(t_start, eps, steps, B, like)
+    steps, B, tail = tv.shape[0] - 1, like.shape[0], (1,) * (like.ndim - 1)
     shaped = lambda c: c.reshape(steps, B, *tail)  # noqa: E731
     step_p = step_c = None
     if predictor in AFFINE_COEFFS:
