@@ -129,5 +129,6 @@ def run(args: argparse.Namespace) -> int:
     scores = {**metrics.compute(), "n": int(len(fake)), "n_ref": int(stats["n"])}
     print(json.dumps(scores))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(scores, indent=1))
     return 0
