@@ -151,3 +151,15 @@ def test_a_run_that_dies_halfway_keeps_what_it_wrote_and_the_rerun_completes_it(
     monkeypatch.setattr(cbs, "save_png", real_save)
     assert _sample(export_dir, out, "--n", "5", "--batch-size", "1") == 0
     assert np.array_equal(np.load(out / "samples.npz")["x"], np.load(ref / "samples.npz")["x"])
+
+
+def test_a_lightning_checkpoint_and_its_export_give_the_same_images(export_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    state = load_file(str(export_dir / "model.safetensors"))
+    ckpt = {"state_dict": {f"net.{k}": v for k, v in state.items()}, "global_step": 3,
+            "sgm_config": (export_dir / "config.yaml").read_text()}
+    torch.save(ckpt, tmp_path / "run.ckpt")
+    assert _sample(tmp_path / "run.ckpt", tmp_path / "c", "--n", "2") == 0
+    assert _sample(export_dir, tmp_path / "e", "--n", "2") == 0
+    assert np.array_equal(np.load(tmp_path / "c" / "samples.npz")["x"], np.load(tmp_path / "e" / "samples.npz")["x"])
