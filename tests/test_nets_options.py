@@ -159,3 +159,51 @@ def test_ncsnv2_output_is_divided_by_sigma():
     out = net(x, sig)
     torch.testing.assert_close(out[0] * 0.05, out[1] * 7.0, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(net(x, torch.tensor([0, 231])), net(x, net.sigmas[[0, 231]].float()))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_lean_groupnorm_silu_matches_autograd(autocast):
+    """The recomputing GroupNorm+SiLU gives the plain ops' values and gradients."""
+    from sgm_lightning.nets.norm_act import norm_act
+
+    torch.manual_seed(0)
+    norm, act = torch.nn.GroupNorm(4, 16, eps=1e-6), torch.nn.SiLU()
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.2), norm.bias.normal_(0.0, 0.2)
+    x = torch.randn(3, 16, 5, 5, requires_grad=True)
+    g = torch.randn(3, 16, 5, 5)
+    results = []
+    for lean in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = norm_act(norm, act, x) if lean else act(norm(x))
+        grads = torch.autograd.grad(y, [x, norm.weight, norm.bias], g)
+        results.append((y, *grads))
+    for plain, lean in zip(*results):
+        torch.testing.assert_close(lean, plain, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.4])
+def test_lean_norm_act_conv_gradients(p):
+    """GroupNorm -> SiLU -> dropout -> conv without stored activations: exact float64 gradients."""
+    from sgm_lightning.nets.norm_act import norm_act_conv
+
+    torch.manual_seed(0)
+    norm, conv = torch.nn.GroupNorm(2, 4, eps=1e-6).double(), torch.nn.Conv2d(4, 3, 3, padding=1).double()
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.2), norm.bias.normal_(0.0, 0.2)
+    drop = torch.nn.Dropout(p).train()
+    x = torch.randn(2, 4, 4, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, gw, gb, w, b):
+        torch.manual_seed(3)  # the same mask on every call
+        return norm_act_conv(norm, torch.nn.SiLU(), conv, x, drop)
+
+    params = [norm.weight, norm.bias, conv.weight, conv.bias]
+    assert torch.autograd.gradcheck(f, (x, *params))  # f reads the same parameter tensors
+    y = f(x, *params)
+    if p > 0:  # inverted dropout: the fraction of kept units is 1 - p on average
+        torch.manual_seed(3)
+        kept = torch.empty_like(x, dtype=torch.bool).bernoulli_(1 - p).float().mean().item()
+        assert abs(kept - (1 - p)) < 0.15
+    else:
+        torch.testing.assert_close(y, conv(torch.nn.functional.silu(norm(x))), rtol=0, atol=0)

@@ -25,6 +25,7 @@ from .attention import AttnBlock
 from .layers import Combine, GaussianFourierProjection, Resample, conv, dense, group_norm, make_activation, \
     skip_sum, timestep_embedding
 from .ncsnpp_config import validate_ncsnpp
+from .norm_act import norm_act
 from .resblocks import ResBlock
 
 
@@ -93,10 +94,10 @@ class UpLevel(nn.Module):
         if self.pyramid is not None:
             p = self.pyramid
             if self.progressive == "output_skip":
-                out = p.conv(self.act(p.norm(h)))
+                out = p.conv(norm_act(p.norm, self.act, h))
                 pyramid = out if pyramid is None else p.resample(pyramid) + out
             elif pyramid is None:  # 'residual', lowest resolution
-                pyramid = p.conv(self.act(p.norm(h)))
+                pyramid = p.conv(norm_act(p.norm, self.act, h))
             else:
                 pyramid = skip_sum(p.resample(pyramid), h, self.skip_rescale)
                 h = pyramid
@@ -268,7 +269,7 @@ class NCSNpp(nn.Module):
             n = len(level.blocks)
             h, pyramid = self._run(level, h, temb, skips[-n:], pyramid)
             del skips[-n:]
-        h = pyramid if self.head is None else self.head["conv"](self.act(self.head["norm"](h)))
+        h = pyramid if self.head is None else self.head["conv"](norm_act(self.head["norm"], self.act, h))
         if sigma is not None and self.scale_by_sigma:
             h = h / sigma.to(h.dtype).reshape(-1, *([1] * (h.ndim - 1)))
         return h

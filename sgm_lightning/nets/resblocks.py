@@ -13,6 +13,7 @@ from torch import nn
 
 from . import fir
 from .layers import conv, dense, group_norm, skip_sum
+from .norm_act import norm_act, norm_act_conv
 
 
 class ResBlock(nn.Module):
@@ -53,12 +54,14 @@ class ResBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, temb_act: torch.Tensor | None = None) -> torch.Tensor:
-        h = self._resample(self.act(self.norm0(x)))
-        x = self._resample(x)
-        h = self.conv0(h)
+        if self.up or self.down:
+            h = self.conv0(self._resample(norm_act(self.norm0, self.act, x)))
+            x = self._resample(x)
+        else:
+            h = norm_act_conv(self.norm0, self.act, self.conv0, x)
         if temb_act is not None:
             h = h + self.temb_proj(temb_act)[:, :, None, None]
-        h = self.conv1(self.dropout(self.act(self.norm1(h))))
+        h = norm_act_conv(self.norm1, self.act, self.conv1, h, self.dropout)
         if self.skip is not None:
             x = self.skip(x)
         return skip_sum(x, h, self.skip_rescale)
