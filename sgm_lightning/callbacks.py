@@ -146,12 +146,9 @@ class SamplingCallback(pl.Callback):
 
     @classmethod
     def from_config(cls, cfg, out_dir=None) -> SamplingCallback:
-        from .config import POINT_DATASETS
-
         s = cfg.sample
-        # images: per-sample Langevin norms, so a grid does not depend on batches or world size;
-        # 2-D points keep sample.norms (per-sample steps can explode near a mode centre in low d)
-        name, options = sampler_settings(s, per_sample=cfg.data.dataset not in POINT_DATASETS)
+        # per-sample Langevin norms: the grid does not depend on batches or the world size
+        name, options = sampler_settings(s, per_sample=True)
         return cls(sampler=name, options=options, n_samples=s.n_samples, every_n_steps=s.every_n_steps,
                    at_end=s.at_end, seed=s.seed, batch_size=s.batch_size,
                    trajectory_frames=s.trajectory_frames if s.trajectory else 0, out_dir=out_dir)

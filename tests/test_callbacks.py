@@ -126,9 +126,3 @@ def test_an_adaptive_ode_sampler_does_not_inherit_the_pc_step_count():
         _, opts = sampler_settings(cfg.sample, sampler="ode", steps=5)
         run_sampler("ode", VESDE(), lambda x, t: -x, (1, 2), **opts)
 
-
-def test_point_clouds_keep_the_configured_langevin_norms():
-    cb = SamplingCallback.from_config(load_config("toy_mixture", ["sample.norms=batch"]))
-    assert cb.options["norms"] == "batch"
-    cb = SamplingCallback.from_config(load_config(None, ["sample.norms=batch"]))  # digits images
-    assert cb.options["norms"] == "sample"
