@@ -9,11 +9,12 @@ from sgm_lightning.analytic import GaussianMixture
 from sgm_lightning.metrics import mode_statistics, mode_weight_error
 from sgm_lightning.sampling import (
     ancestral_step,
+    exponential_coeffs,
     langevin_corrector_step,
     pc_sample,
     reverse_diffusion_step,
 )
-from sgm_lightning.sde import OUSDE, VESDE, VPSDE
+from sgm_lightning.sde import OUSDE, SubVPSDE, VESDE, VPSDE
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +129,35 @@ def test_warm_start_from_exact_intermediate_law():
     w, _, var = mode_statistics(res.x, gm)
     assert (w - gm.weights).abs().max() < 0.03
     assert ((var / 0.16).mean(1) - 1).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("sde", [VESDE(0.01, 10.0), VPSDE(), SubVPSDE(), OUSDE(T=3.0)], ids=lambda s: type(s).__name__)
+def test_exponential_predictor_integrates_the_linear_part_exactly(sde):
+    """With a frozen score s == 1 the reverse SDE dx/d(-t) = lam x + g^2 s + g dW is linear: its
+    mean m and variance V solve dm/d(-t) = lam m + g^2, dV/d(-t) = 2 lam V + g^2. A fine RK4
+    solve of these ODEs over one big step equals the exponential predictor's coefficients."""
+    t0, t1 = 0.6 * sde.T, 0.2 * sde.T
+    one = torch.ones(1, 1, dtype=torch.float64)
+
+    def rates(t):
+        drift, g = sde.sde(one, torch.tensor([t], dtype=torch.float64))
+        return -drift.item(), g.item() ** 2  # lam, g^2 with f = -lam x
+
+    def rhs(t, y):  # y = (m, V); d/d(-t)
+        lam, g2 = rates(t)
+        return torch.tensor([lam * y[0] + g2, 2 * lam * y[1] + g2], dtype=torch.float64)
+
+    m0 = 0.7
+    y, n = torch.tensor([m0, 0.0], dtype=torch.float64), 300
+    h = (t0 - t1) / n
+    for k in range(n):  # RK4 backwards in t
+        t = t0 - k * h
+        k1 = rhs(t, y)
+        k2 = rhs(t - h / 2, y + h / 2 * k1)
+        k3 = rhs(t - h / 2, y + h / 2 * k2)
+        k4 = rhs(t - h, y + h * k3)
+        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    keep, coef, noise_scale = exponential_coeffs(sde, torch.tensor([t0], dtype=torch.float64),
+                                                 torch.tensor([t1], dtype=torch.float64))
+    assert (keep * m0 + coef).item() == pytest.approx(y[0].item(), rel=1e-7)
+    assert (noise_scale**2).item() == pytest.approx(y[1].item(), rel=1e-7)

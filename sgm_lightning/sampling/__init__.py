@@ -25,9 +25,13 @@ from .ode import ode_sample
 from .pc import pc_sample
 from .predictors import (
     PREDICTORS,
+    affine_update,
+    ancestral_coeffs,
     ancestral_step,
     euler_maruyama_step,
+    exponential_coeffs,
     exponential_step,
+    reverse_diffusion_coeffs,
     reverse_diffusion_step,
 )
 
@@ -68,5 +72,6 @@ __all__ = [
     "langevin", "annealed_langevin", "pc_sample", "ode_sample", "edm_sample", "edm_heun",
     "edm_stochastic", "dpm_solver_2m", "karras_sigmas", "PREDICTORS", "CORRECTORS", "ODE_METHODS",
     "euler_maruyama_step", "reverse_diffusion_step", "ancestral_step", "exponential_step",
-    "langevin_corrector_step", "ald_corrector_step",
+    "langevin_corrector_step", "ald_corrector_step", "affine_update", "reverse_diffusion_coeffs",
+    "ancestral_coeffs", "exponential_coeffs",
 ]
