@@ -176,3 +176,17 @@ def test_final_samples_come_from_the_ema_network(tmp_path):
     with res.module.ema_scope():  # and not from the raw weights
         raw = [p.clone() for p in res.module.net.parameters()]
     assert any(not torch.equal(a, b) for a, b in zip(raw, res.module.net.parameters()))
+
+
+def test_learning_rate_schedule_warmup_and_cosine():
+    from types import SimpleNamespace
+
+    from sgm_lightning.module import lr_factor
+
+    o = SimpleNamespace(warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(0, o, 110) == pytest.approx(0.1)  # linear warm-up: (step + 1) / warmup
+    assert lr_factor(9, o, 110) == pytest.approx(1.0)
+    assert lr_factor(60, o, 110) == pytest.approx(0.1 + 0.9 * 0.5)  # half way down the cosine
+    assert lr_factor(110, o, 110) == pytest.approx(0.1) and lr_factor(500, o, 110) == pytest.approx(0.1)
+    o.schedule = "constant"
+    assert lr_factor(4, o, None) == pytest.approx(0.5) and lr_factor(10_000, o, None) == 1.0
