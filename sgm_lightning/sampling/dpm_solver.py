@@ -18,7 +18,7 @@ import math
 import torch
 
 from ..rng import GeneratorLike
-from ..sde import SDE, ScoreFn, bcast
+from ..sde import SDE, ScoreFn
 from .base import Callback, SampleResult, check_choice, check_int
 from .edm import Denoiser, default_sigma_range, karras_sigmas, start_scaled
 

@@ -16,7 +16,7 @@ import math
 import torch
 
 from ..rng import GeneratorLike
-from ..sde import SDE, ScoreFn, bcast
+from ..sde import SDE, ScoreFn
 from .base import Callback, SampleResult, check_int, check_number, noise, start
 
 
