@@ -15,7 +15,6 @@ positional one. Returns ``(B, C, H, W)``; with ``scale_by_sigma`` the output is 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -33,11 +32,10 @@ class DownLevel(nn.Module):
     """One encoder resolution: ``num_res_blocks`` ResBlocks (+ attention), then down-sampling
     (none at the last level) merged with the input pyramid (``progressive_input``)."""
 
-    def __init__(self, make_block, blocks_io: list[tuple[int, int]], attn: AttnBlock | None, n_attn: int,
-                 downsample: nn.Module | None, pyramid: nn.Module | None, progressive_input: str, skip_rescale: bool):
+    def __init__(self, blocks: list[ResBlock], attns: list[AttnBlock], downsample: nn.Module | None,
+                 pyramid: nn.Module | None, progressive_input: str, skip_rescale: bool):
         super().__init__()
-        self.blocks = nn.ModuleList(make_block(i, o) for i, o in blocks_io)
-        self.attns = nn.ModuleList(attn() for _ in range(n_attn)) if attn else nn.ModuleList()
+        self.blocks, self.attns = nn.ModuleList(blocks), nn.ModuleList(attns)  # attns: one per block, or none
         self.downsample, self.pyramid = downsample, pyramid
         self.progressive_input, self.skip_rescale = progressive_input, skip_rescale
 
@@ -119,8 +117,8 @@ class NCSNpp(nn.Module):
     def __init__(self, **config):
         super().__init__()
         self.config = cfg = validate_ncsnpp(config)
-        nf, ch_mult, n_res = cfg["nf"], cfg["ch_mult"], cfg["num_res_blocks"]
-        self.act = act = make_activation(cfg["nonlinearity"])
+        nf = cfg["nf"]
+        self.act = make_activation(cfg["nonlinearity"])
         self.centered, self.scale_by_sigma = cfg["centered"], cfg["scale_by_sigma"]
         self.embedding_type, self.conditional = cfg["embedding_type"], cfg["conditional"]
         self.progressive, self.progressive_input = cfg["progressive"], cfg["progressive_input"]
@@ -130,7 +128,7 @@ class NCSNpp(nn.Module):
                                           dtype=torch.float64))
         self.register_buffer("sigmas", sigmas, persistent=False)  # descending ladder (official get_sigmas)
 
-        fir_k = cfg["fir_kernel"] if cfg["fir"] else None
+        self.fir_k = cfg["fir_kernel"] if cfg["fir"] else None
         temb_dim = 4 * nf
         self.embed = nn.Module()
         if self.embedding_type == "fourier":
@@ -138,66 +136,74 @@ class NCSNpp(nn.Module):
         if self.conditional:
             self.embed.dense0 = dense(2 * nf if self.embedding_type == "fourier" else nf, temb_dim)
             self.embed.dense1 = dense(temb_dim, temb_dim)
+        self.conv_in = conv(cfg["num_channels"], nf)
+        skip_ch = self._build_encoder()
+        in_ch = skip_ch[-1]
+        self.mid = nn.ModuleDict({"block0": self._block(in_ch), "attn": self._attn(in_ch), "block1": self._block(in_ch)})
+        in_ch = self._build_decoder(skip_ch, in_ch)
+        self.head = None
+        if self.progressive != "output_skip":
+            self.head = nn.ModuleDict({"norm": group_norm(in_ch),
+                                       "conv": conv(in_ch, cfg["num_channels"], init_scale=cfg["init_scale"])})
 
-        def block(in_ch, out_ch=None, **kw):
-            return ResBlock(act, in_ch, out_ch, kind=cfg["resblock_type"], temb_dim=temb_dim, dropout=cfg["dropout"],
-                            skip_rescale=self.skip_rescale, init_scale=cfg["init_scale"],
-                            fir_kernel=fir_k, **kw)
+    def _block(self, in_ch: int, out_ch: int | None = None, **kw) -> ResBlock:
+        cfg = self.config
+        return ResBlock(self.act, in_ch, out_ch, kind=cfg["resblock_type"], temb_dim=4 * self.nf,
+                        dropout=cfg["dropout"], skip_rescale=self.skip_rescale, init_scale=cfg["init_scale"],
+                        fir_kernel=self.fir_k, **kw)
 
-        def attn(ch):
-            return lambda: AttnBlock(ch, skip_rescale=self.skip_rescale, init_scale=cfg["init_scale"])
+    def _attn(self, ch: int) -> AttnBlock:
+        return AttnBlock(ch, skip_rescale=self.skip_rescale, init_scale=self.config["init_scale"])
 
-        channels = cfg["num_channels"]
-        resolutions = [cfg["image_size"] // 2**i for i in range(len(ch_mult))]
-        self.conv_in = conv(channels, nf)
-        skip_ch, in_ch, pyr_ch = [nf], nf, channels
+    def _resampler(self, in_ch: int, *, up: bool) -> nn.Module:
+        """Level transition: a resampling ResBlock (BigGAN) or a stand-alone Resample (DDPM)."""
+        if self.config["resblock_type"] == "biggan":
+            return self._block(in_ch, up=up, down=not up)
+        return Resample(in_ch, up=up, with_conv=self.config["resamp_with_conv"], fir_kernel=self.fir_k)
+
+    def _build_encoder(self) -> list[int]:
+        """``self.down``; returns the channel count of every skip activation, in push order."""
+        cfg, nf = self.config, self.nf
+        skip_ch, in_ch, pyr_ch = [nf], nf, cfg["num_channels"]
         self.down = nn.ModuleList()
-        for i, mult in enumerate(ch_mult):
-            out_ch, last = nf * mult, i == len(ch_mult) - 1
-            io = [(in_ch if b == 0 else out_ch, out_ch) for b in range(n_res)]
+        for i, mult in enumerate(cfg["ch_mult"]):
+            out_ch = nf * mult
+            blocks = [self._block(in_ch if b == 0 else out_ch, out_ch) for b in range(cfg["num_res_blocks"])]
             in_ch = out_ch
-            skip_ch += [out_ch] * n_res
-            has_attn = resolutions[i] in cfg["attn_resolutions"]
+            skip_ch += [out_ch] * cfg["num_res_blocks"]
+            attns = [self._attn(out_ch) for _ in blocks] if cfg["image_size"] // 2**i in cfg["attn_resolutions"] else []
             down = pyramid = None
-            if not last:
-                down = (block(in_ch, down=True) if cfg["resblock_type"] == "biggan"
-                        else Resample(in_ch, up=False, with_conv=cfg["resamp_with_conv"], fir_kernel=fir_k))
+            if i != len(cfg["ch_mult"]) - 1:
+                down = self._resampler(in_ch, up=False)
                 if self.progressive_input == "input_skip":
                     pyramid = nn.Module()
-                    pyramid.resample = Resample(pyr_ch, up=False, with_conv=False, fir_kernel=fir_k)
+                    pyramid.resample = Resample(pyr_ch, up=False, with_conv=False, fir_kernel=self.fir_k)
                     pyramid.combine = Combine(pyr_ch, in_ch, cfg["progressive_combine"])
                     in_ch *= 2 if cfg["progressive_combine"] == "cat" else 1
                 elif self.progressive_input == "residual":
-                    pyramid = Resample(pyr_ch, in_ch, up=False, with_conv=True, fir_kernel=fir_k)
+                    pyramid = Resample(pyr_ch, in_ch, up=False, with_conv=True, fir_kernel=self.fir_k)
                     pyr_ch = in_ch
                 skip_ch.append(in_ch)
-            self.down.append(DownLevel(block, io, attn(out_ch) if has_attn else None, n_res if has_attn else 0,
-                                       down, pyramid, self.progressive_input, self.skip_rescale))
+            self.down.append(DownLevel(blocks, attns, down, pyramid, self.progressive_input, self.skip_rescale))
+        return skip_ch
 
-        in_ch = skip_ch[-1]
-        self.mid = nn.ModuleDict({"block0": block(in_ch), "attn": attn(in_ch)(), "block1": block(in_ch)})
-
+    def _build_decoder(self, skip_ch: list[int], in_ch: int) -> int:
+        """``self.up`` (lowest resolution first), consuming ``skip_ch``; returns the output width."""
+        cfg, pyr_ch = self.config, 0
         self.up = nn.ModuleList()
-        pyr_ch = 0
-        for i in reversed(range(len(ch_mult))):
-            out_ch = nf * ch_mult[i]
+        for i in reversed(range(len(cfg["ch_mult"]))):
+            out_ch = self.nf * cfg["ch_mult"][i]
             blocks = []
-            for _ in range(n_res + 1):
-                blocks.append(block(in_ch + skip_ch.pop(), out_ch))
+            for _ in range(cfg["num_res_blocks"] + 1):
+                blocks.append(self._block(in_ch + skip_ch.pop(), out_ch))
                 in_ch = out_ch
-            level_attn = attn(in_ch)() if resolutions[i] in cfg["attn_resolutions"] else None
-            pyramid, pyr_ch = self._up_pyramid(in_ch, pyr_ch, channels, first=i == len(ch_mult) - 1, fir_k=fir_k)
-            upsample = None
-            if i != 0:
-                upsample = (block(in_ch, up=True) if cfg["resblock_type"] == "biggan"
-                            else Resample(in_ch, up=True, with_conv=cfg["resamp_with_conv"], fir_kernel=fir_k))
-            self.up.append(UpLevel(blocks, level_attn, pyramid, upsample, self.progressive, self.skip_rescale, act))
+            attn = self._attn(in_ch) if cfg["image_size"] // 2**i in cfg["attn_resolutions"] else None
+            pyramid, pyr_ch = self._up_pyramid(in_ch, pyr_ch, cfg["num_channels"], first=i == len(cfg["ch_mult"]) - 1,
+                                               fir_k=self.fir_k)
+            upsample = self._resampler(in_ch, up=True) if i != 0 else None
+            self.up.append(UpLevel(blocks, attn, pyramid, upsample, self.progressive, self.skip_rescale, self.act))
         assert not skip_ch
-
-        self.head = None
-        if self.progressive != "output_skip":
-            self.head = nn.ModuleDict({"norm": group_norm(in_ch), "conv": conv(in_ch, channels,
-                                                                               init_scale=cfg["init_scale"])})
+        return in_ch
 
     def _up_pyramid(self, in_ch: int, pyr_ch: int, channels: int, *, first: bool, fir_k):
         """Output-pyramid modules of one decoder level (``progressive``), and the new pyramid width."""
