@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sgm_lightning.analytic import BiasError, GaussianMixture
+from sgm_lightning.analytic import BadSetError, BiasError, GaussianMixture
 from sgm_lightning.metrics import mode_weights
 from sgm_lightning.sampling import annealed_langevin, langevin, tweedie_denoise
 from sgm_lightning.sde import OUSDE, VESDE
@@ -107,3 +107,30 @@ def test_langevin_bad_arguments():
         annealed_langevin(VESDE(), gm.score_fn(VESDE()), (4, 2), n_steps_each=1, step_lr=-1.0)
     with pytest.raises(ValueError, match="step_lr: required"):
         annealed_langevin(OUSDE(), gm.score_fn(OUSDE()), (4, 2), n_steps_each=1)
+
+
+def test_bad_set_traps_cold_langevin_but_not_annealing():
+    """theory.md E4b: data N(0, I_10), a spurious mode at x_1 = 8 sqrt(v) on the bad set
+    {x_1 > 4 sqrt(v)} (p = 3e-5, L2 error 0.045). Cold LMC from U[-10, 10]^10 is trapped ~30% of
+    the time (measured 0.320, n = 500, 800 steps); ALD (20 levels x 50 steps, sigma 20 -> 0.5)
+    keeps a warm start (0.024 trapped); with only 5 levels the warm start is lost (0.108)."""
+    gm = GaussianMixture([1.0], [[0.0] * 10], 1.0)
+    sde = VESDE(0.01, 20.0)
+    bad = BadSetError(gm.score_fn(sde), gm, sde)
+    n = 500
+    g = torch.Generator().manual_seed(0)
+    x0 = 20 * torch.rand(n, 10, generator=g, dtype=torch.float64) - 10
+    t0 = torch.zeros(n, dtype=torch.float64)
+    cold = langevin(lambda x: bad(x, t0), x0, step_size=0.05, n_steps=800, generator=g)
+    trapped_cold = (cold[:, 0] > 4 * math.sqrt(1 + 1e-4)).double().mean().item()
+
+    def ald_trapped(levels):
+        sig = torch.exp(torch.linspace(math.log(20.0), math.log(0.5), levels, dtype=torch.float64))
+        res = annealed_langevin(sde, bad, (n, 10), levels=sde.t_from_sigma(sig), step_lr=0.01,
+                                n_steps_each=50, denoise=False, generator=g, dtype=torch.float64)
+        return (res.x[:, 0] > 4 * math.sqrt(1.25)).double().mean().item()
+
+    warm, coarse = ald_trapped(20), ald_trapped(5)
+    assert trapped_cold > 0.2, trapped_cold
+    assert warm < 0.07, warm
+    assert coarse > warm + 0.05, (coarse, warm)
