@@ -135,6 +135,8 @@ BAD = [
     ("pc", {"steps": 0}, "steps: expected an integer >= 1"),
     ("pc", {"snr": -0.1}, "snr: expected a finite number >= 0"),
     ("pc", {"predictor": "none", "corrector": "none"}, "predictor, corrector"),
+    ("pc", {"predictor": "none", "corrector_steps": 0}, "predictor, corrector"),
+    ("pc", {"corrector_steps": -1}, "corrector_steps: expected an integer >= 0"),
     ("pc", {"eps": 2.0}, "t_start, eps"),
     ("pc", {"grid": "cosine"}, "grid: unknown value"),
     ("ald", {"step_lr": -1e-3}, "step_lr"),

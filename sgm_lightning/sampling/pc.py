@@ -48,10 +48,11 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, predictor: str = "reve
     check_choice("corrector", corrector, CORRECTORS)
     check_choice("norms", norms, NORMS)
     check_choice("grid", grid, GRIDS)
-    if predictor == "none" and corrector == "none":
-        raise ValueError("predictor, corrector: at least one of them must not be 'none'")
     snr = check_number("snr", snr)
     corrector_steps = check_int("corrector_steps", corrector_steps, 0)
+    if predictor == "none" and (corrector == "none" or corrector_steps == 0):
+        raise ValueError("predictor, corrector: with predictor 'none' the corrector must run "
+                         "(a corrector other than 'none' and corrector_steps >= 1)")
     steps = check_int("steps", sde.N if steps is None else steps, 1)
     t_start, eps = check_time_range(sde, t_start, eps)
     x, gen, score = start(sde, score_fn, shape, x_init, generator, device, dtype)
