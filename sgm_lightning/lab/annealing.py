@@ -88,9 +88,9 @@ def run_dim(d: int, n: int, ctx: LabContext, stream: int, long_factor: int, step
 
 
 def run(ctx: LabContext) -> LabResult:
-    dims, n, steps = ([2, 32], 1000, 40) if ctx.quick else ([2, 8, 32, 128], 10000, STEPS_EACH)
+    dims, n, steps = ([2, 32], 1000, 40) if ctx.quick else ([2, 8, 32, 128], 5000, STEPS_EACH)
     s_star, basin = predicted_basin_fraction(SIGMA_MAX)
-    results = [run_dim(d, n, ctx, i, 1 if ctx.quick or d > 2 else 10, steps) for i, d in enumerate(dims)]
+    results = [run_dim(d, n, ctx, i, 1 if ctx.quick or d > 2 else 5, steps) for i, d in enumerate(dims)]
     rows = [[r["d"], r["nfe_plain"], r["w_plain"], basin, r["w_annealed"], WEIGHTS[0], r["se"]] for r in results]
     headers = ["d", "NFE", "w plain LMC", "predicted (basin)", "w annealed", "predicted (true)", "binomial SE"]
     claims = [
@@ -100,7 +100,7 @@ def run(ctx: LabContext) -> LabResult:
         + ", ".join(f"{r['w_annealed']:.3f} (d={r['d']})" for r in results) + ".",
     ]
     if "w_plain_long" in results[0]:
-        claims.append(f"Ten times more plain Langevin steps (d=2, NFE {results[0]['nfe_plain_long']}) "
+        claims.append(f"Five times more plain Langevin steps (d=2, NFE {results[0]['nfe_plain_long']}) "
                       f"still gives {results[0]['w_plain_long']:.3f}: the cold start is not cured by time.")
     data = {"params": {"weights": WEIGHTS, "radius": RADIUS, "sigma_max": SIGMA_MAX, "sigma_min": SIGMA_MIN,
                        "levels": LEVELS, "steps_each": steps, "step_lr": STEP_LR, "lmc_step": LMC_STEP},

@@ -79,7 +79,7 @@ def run_bad_set(ctx: LabContext) -> dict:
         n, thresholds, cold_steps = 2000, [4.0], 500
         schedules = [(3, 100), (20, 25)]
     else:
-        n, thresholds, cold_steps = 5000, [3.0, 4.0, 5.0], LMC_STEPS
+        n, thresholds, cold_steps = 4000, [3.0, 4.0, 5.0], LMC_STEPS
         schedules = [(3, 667), (5, 400), (10, 200), (20, 100), (40, 50), (80, 25), (20, 400), (80, 100), (80, 160)]
     runs, stream = [], 500
     for a in thresholds:

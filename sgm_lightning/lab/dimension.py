@@ -142,7 +142,7 @@ def mixture_part(ctx: LabContext) -> dict:
     for j, d in enumerate(dims):
         mix = mixture(d)
         gen = torch.Generator().manual_seed(ctx.seed + 40 + j)
-        floor = within_mode_sw2(mix.sample(n, ctx.generator(60 + j)), mix, gen)
+        floor = within_mode_sw2(mix.sample(n, ctx.generator(60 + j, "cpu")), mix, gen)
         sw = []
         for steps in grid:
             sde = OUSDE(T=5.0, N=steps)

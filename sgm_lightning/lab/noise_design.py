@@ -79,7 +79,7 @@ def shipped_data(ctx: LabContext) -> dict[str, dict]:
     cfg_path = Path(__file__).resolve().parents[2] / "configs" / "toy_mixture.yaml"
     cfg = load_config(cfg_path)
     n = 2000 if ctx.quick else 20000  # the config's own n_points in the full run
-    pts = build_mixture(cfg.data).sample(n, ctx.generator(1))
+    pts = build_mixture(cfg.data).sample(n, ctx.generator(1, "cpu"))
     out["toy_mixture"] = {"D": pts.shape[1], "sigma_1": nd.max_pairwise_distance(pts), "T": 5,
                           "config_sigma_1": float(cfg.sde.sigma_max), "n_data": n}
     return out

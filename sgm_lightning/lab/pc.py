@@ -33,7 +33,7 @@ SAMPLERS = {  # name -> (predictor, corrector, predictor steps per NFE)
     "C": ("none", "langevin", 1.0),
     "PC": ("reverse_diffusion", "langevin", 0.5),
 }
-MMD_POINTS = {True: 500, False: 2000}  # MMD on a subsample (quick/full): the kernel matrix is the cost
+MMD_POINTS = {True: 500, False: 1000}  # MMD on a subsample (quick/full): the kernel matrix is the cost
 
 
 def mixture(d: int) -> GaussianMixture:
@@ -103,8 +103,8 @@ def run(ctx: LabContext) -> LabResult:
     records, floors, stream = [], {}, 100
     for d in dims:
         mix = mixture(d)
-        ref = mix.sample(n, ctx.generator(1 + d))
-        floors[d] = scores(mix.sample(n, ctx.generator(2 + d)), ref, mix, seed=0,
+        ref = mix.sample(n, ctx.generator(1 + d, "cpu"))
+        floors[d] = scores(mix.sample(n, ctx.generator(2 + d, "cpu")), ref, mix, seed=0,
                            mmd_points=MMD_POINTS[ctx.quick])  # exact vs exact: the noise floor
         for sde_name in sdes:
             for nfe in budgets:

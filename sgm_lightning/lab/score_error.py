@@ -83,7 +83,7 @@ def run(ctx: LabContext) -> LabResult:
     if ctx.quick:
         dims, eps_grid, n, steps, lmc_steps = [2], [0.0, 0.1, 0.3, 1.0], 1000, 50, 300
     else:
-        dims, eps_grid, n, steps, lmc_steps = [2, 16], [0.0, 0.03, 0.1, 0.2, 0.5, 1.0, 2.0], 5000, 200, 600
+        dims, eps_grid, n, steps, lmc_steps = [2, 16], [0.0, 0.03, 0.1, 0.3, 1.0, 2.0], 3000, 100, 600
     curves = []
     for d in dims:
         for j, kind in enumerate(("smooth", "bias")):
