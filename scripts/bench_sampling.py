@@ -151,6 +151,16 @@ def bookkeeping_table(repeats: int):
     print(f"{'baseline: score_sde-style PC loop':36s} {20:5d} {base * 1e6:9.0f} {base / 2 * 1e6:14.0f}")
     noise_cost = best_time(lambda: [torch.randn(64, *SHAPE) for _ in range(20)], repeats) / 20
     print(f"{'(one torch.randn of the batch)':36s} {'':5s} {noise_cost * 1e6:9.0f}")
+    # the sampler's own arithmetic: PC with its two noise draws per step replaced by a fixed tensor
+    import sgm_lightning.sampling.pc as pc_module
+
+    fixed_z, draw = torch.randn(64, *SHAPE), pc_module.noise
+    pc_module.noise = lambda x, generator: fixed_z
+    try:
+        own = best_time(lambda: run_sampler("pc", sde, stub, (64, *SHAPE), steps=20), repeats) / 20
+    finally:
+        pc_module.noise = draw
+    print(f"{'PC without its 2 noise draws':36s} {20:5d} {own * 1e6:9.0f} {own / 2 * 1e6:14.0f}")
     for name, sampler, opts in CASES:
         if sampler == "ode" and opts["method"] == "rk45":
             continue  # adaptive: the step count depends on the (stub) dynamics
