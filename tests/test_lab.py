@@ -207,5 +207,6 @@ def test_score_meter_dsm_equals_l2_error_plus_known_constant(lab_out):
         # the trainer's own loss (sigma^2 weighting, mean over d) is std^2 / d * DSM(net)
         assert math.isclose(r["trainer_loss"], r["trainer_loss_from_dsm"], rel_tol=1e-4)
         assert r["l2_error_sq"] > 0
+        assert math.isclose(r["relative_l2_error"] ** 2 * r["fisher"], r["l2_error_sq"], rel_tol=1e-4)
     # the constant dwarfs the error at small sigma: the DSM loss alone cannot show eps^2
     assert levels[0]["dsm_exact"] > 10 * levels[0]["l2_error_sq"]

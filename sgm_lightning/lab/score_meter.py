@@ -73,6 +73,8 @@ def measure(module, mixture, t: float, n: int, gen: torch.Generator) -> dict:
             "l2_error_sq": float(err.mean()), "l2_error_sq_se": float(err.std() / math.sqrt(n)),
             "dsm_net": float(dsm_net.mean()), "dsm_exact": float(dsm_true.mean()),
             "constant_predicted": float(d / std[0, 0] ** 2 - s_true.pow(2).sum(1).mean()),
+            "fisher": float(s_true.pow(2).sum(1).mean()),  # J(p_t) = E||grad log p_t||^2
+            "relative_l2_error": float((err.mean() / s_true.pow(2).sum(1).mean()).sqrt()),
             "gap_mean": float(gap.mean()), "gap_se": float(gap.std() / math.sqrt(n)),
             "trainer_loss": float(trainer_loss.mean()),
             "trainer_loss_from_dsm": float(std[0, 0] ** 2 / d * dsm_net.mean())}
@@ -92,9 +94,10 @@ def run(ctx: LabContext) -> LabResult:
     gen = torch.Generator().manual_seed(ctx.seed + 7)
     levels = [measure(module, mixture, float(sde.t_from_sigma(torch.tensor(s, dtype=torch.float64))), n, gen)
               for s in sigmas]
-    rows = [[r["sigma"], r["l2_error_sq"], r["dsm_net"], r["dsm_exact"], r["dsm_net"] - r["dsm_exact"],
-             r["gap_mean"], r["gap_se"]] for r in levels]
-    headers = ["sigma", "eps^2 (exact L2 err)", "DSM net", "C = DSM exact", "DSM net - C", "gap", "gap SE"]
+    rows = [[r["sigma"], r["l2_error_sq"], r["relative_l2_error"], r["dsm_net"], r["dsm_exact"],
+             r["dsm_net"] - r["dsm_exact"], r["gap_mean"], r["gap_se"]] for r in levels]
+    headers = ["sigma", "eps^2 (exact L2 err)", "eps / sqrt(J)", "DSM net", "C = DSM exact", "DSM net - C",
+               "gap", "gap SE"]
     z = [abs(r["gap_mean"]) / max(r["gap_se"], 1e-12) for r in levels]
     claims = [
         "Predicted: DSM loss = exact L2 score error + C(sigma). Measured: |DSM - C - eps^2| / SE = "
