@@ -105,7 +105,7 @@ def generate(model, n: int, batch_size: int, seed: int, sampler: str | None, ste
 
 
 def print_table(rows: dict[str, dict], accuracy: float) -> None:
-    print(f"classifier accuracy on the {rows['real held-out']['n_ref']} held-out real digits: {accuracy:.3f}")
+    print(f"classifier accuracy on the {rows['real']['n_ref']} held-out real digits: {accuracy:.3f}")
     print(f"{'':16s} {'n':>5s} {'coverage':>8s} {'top share':>9s} {'mean conf':>9s} {'p>0.9':>6s} {'Frechet':>8s}  histogram")
     for name, r in rows.items():
         print(f"{name:16s} {r['n']:5d} {r['coverage']:6d}/10 {r['largest_class_share']:9.3f} "
@@ -139,8 +139,8 @@ def main(argv=None) -> int:
     gen, name, options = generate(model, args.n, args.batch_size, args.seed, args.sampler, args.steps)
     seconds = time.perf_counter() - t0
     m = min(args.n, len(xb))
-    rows = {"real held-out": report(clf, xb[:m], ref), "generated": report(clf, gen, ref)}
-    rows["real held-out"]["n_ref"] = rows["generated"]["n_ref"] = len(xv)
+    rows = {"real": report(clf, xb[:m], ref), "generated": report(clf, gen, ref)}
+    rows["real"]["n_ref"] = rows["generated"]["n_ref"] = len(xv)
     print(f"model {args.ckpt} (step {model.step}); sampler {name} {options}; {args.n} samples in {seconds:.0f} s")
     print_table(rows, accuracy)
     if args.grid:
