@@ -4,15 +4,15 @@ Every dataset yields float tensors: images ``(C, H, W)`` in [0, 1] (centred to [
 ``data.centered``), points ``(d,)``. Labels are dropped (the models are unconditional).
 Validation items come as ``(x, index)`` so each can get its own fixed noise.
 
-Image sources, all read through torchvision from ``data.root``:
+Image sources, read from ``data.root`` (through torchvision except celeba and lsun):
 
 =============== ====================================================================
 digits          scikit-learn's bundled 8x8 digits (1,797), bilinearly upsampled; offline
 mnist           <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
 fashion_mnist   <root>/FashionMNIST/raw/... (same idx files)
 cifar10         <root>/cifar-10-batches-py/data_batch_{1..5}, test_batch (python pickles)
-celeba          <root>/celeba/img_align_celeba/*.jpg (+ torchvision's list files); centre crop 140
-lsun            <root>/<category>_train_lmdb (needs the ``lmdb`` package)
+celeba          <root>/celeba/{img_align_celeba/*.jpg, list_eval_partition.txt}; centre crop 140
+lsun            <root>/<category>_train_lmdb (read with the ``lmdb`` package)
 image_folder    any folder tree of .png/.jpg/... under root
 =============== ====================================================================
 
@@ -23,7 +23,9 @@ noised score is known), ``moons``, ``swiss_roll``, ``checkerboard``, ``rings``.
 from __future__ import annotations
 
 import gzip
+import io
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -183,6 +185,96 @@ def _cifar10(cfg, transform):
         ) from err
 
 
+class CelebAImages(Dataset):
+    """CelebA's aligned faces (178x218 JPEGs) of one split of ``list_eval_partition.txt``
+    (lines ``<file> <0|1|2>``: train, valid, test), read from ``<root>/celeba/``. Unlike
+    torchvision's CelebA it needs no md5-checked attribute files, so copies and subsets work."""
+
+    SPLITS = {"train": "0", "valid": "1", "test": "2"}
+
+    def __init__(self, root: str | Path, split: str = "train", transform=None):
+        base = Path(root) / "celeba"
+        part, folder = base / "list_eval_partition.txt", base / "img_align_celeba"
+        if not part.is_file() or not folder.is_dir():
+            raise FileNotFoundError(f"data.root: celeba not found in {str(base)!r} "
+                                    f"(img_align_celeba/*.jpg and list_eval_partition.txt); {_HOW}")
+        rows = [line.split() for line in part.read_text().splitlines() if line.strip()]
+        names = [r[0] for r in rows if r[1] == self.SPLITS[split]]
+        missing = sorted(set(names) - set(os.listdir(folder)))
+        if missing or not names:
+            raise FileNotFoundError(f"data.root: celeba {split} split lists {len(names)} images, "
+                                    f"{len(missing)} missing from {str(folder)!r} (e.g. {missing[:3]}); {_HOW}")
+        self.files, self.transform = [folder / n for n in names], transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as img:
+            img = img.convert("RGB")
+        return self.transform(img) if self.transform else img
+
+
+def _celeba(cfg, transform):
+    base = Path(cfg.root) / "celeba"
+    if cfg.download and not (base / "list_eval_partition.txt").is_file():
+        from torchvision.datasets import CelebA
+
+        CelebA(cfg.root, split="train", download=True)  # fetches and md5-checks the official files
+    return CelebAImages(cfg.root, "train", transform)
+
+
+class LSUNImages(Dataset):
+    """One LSUN database ``<category>_train_lmdb`` (lmdb keys: image ids, values: WebP/JPEG bytes).
+    Replaces torchvision's LSUN, which pickles its key list into the working directory and opens
+    the database eagerly: py-lmdb refuses to open one database twice in a process (train and eval
+    copies) and lmdb handles must not cross a fork (DataLoader workers), so here each process
+    opens each database once, on first use."""
+
+    _envs: dict = {}  # resolved path -> (pid, open lmdb environment)
+
+    def __init__(self, path: str | Path, transform=None):
+        self.path, self.transform = str(Path(path).resolve()), transform
+        with self._env().begin() as txn:
+            self.keys = list(txn.cursor().iternext(keys=True, values=False))
+
+    def _env(self):
+        import lmdb
+
+        pid, env = self._envs.get(self.path, (None, None))
+        if pid != os.getpid():
+            if env is not None:  # inherited through fork: close the child's copy, open its own
+                env.close()
+            env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, meminit=False)
+            self._envs[self.path] = (os.getpid(), env)
+        return env
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with self._env().begin() as txn:
+            img = Image.open(io.BytesIO(txn.get(self.keys[i]))).convert("RGB")
+        return self.transform(img) if self.transform else img
+
+
+def _lsun(cfg, transform):
+    db = Path(cfg.root) / f"{cfg.lsun_category}_train_lmdb"
+    if not (db / "data.mdb").is_file():
+        raise FileNotFoundError(f"data.root: lsun looked for {str(db / 'data.mdb')!r}; download it with LSUN's "
+                                "download.py (no automatic download) and set data.root / data.lsun_category")
+    try:
+        import lmdb  # noqa: F401
+    except ImportError as err:
+        raise ValueError("data.dataset: lsun needs the lmdb package (pip install lmdb), "
+                         "or export the images to a folder and use data.dataset=image_folder") from err
+    return LSUNImages(db, transform)
+
+
 def image_dataset(cfg, train: bool = True) -> Dataset:
     """The training split of an image dataset, items ``(C, H, W)`` in [0, 1] (plus labels)."""
     name = cfg.dataset
@@ -194,28 +286,9 @@ def image_dataset(cfg, train: bool = True) -> Dataset:
     if name == "cifar10":
         return _cifar10(cfg, _transform(cfg, train, False))
     if name == "celeba":
-        from torchvision.datasets import CelebA
-
-        try:
-            return CelebA(cfg.root, split="train", download=cfg.download, transform=_transform(cfg, train, False))
-        except RuntimeError as err:
-            raise FileNotFoundError(
-                f"data.root: celeba not found in {str(Path(cfg.root) / 'celeba')!r} "
-                f"(img_align_celeba/ and torchvision's list_*.txt files); {_HOW}"
-            ) from err
+        return _celeba(cfg, _transform(cfg, train, False))
     if name == "lsun":
-        from torchvision.datasets import LSUN
-
-        try:
-            return LSUN(cfg.root, classes=[f"{cfg.lsun_category}_train"], transform=_transform(cfg, train, False))
-        except ImportError as err:
-            raise ValueError("data.dataset: lsun needs the lmdb package (pip install lmdb), "
-                             "or export the images to a folder and use data.dataset=image_folder") from err
-        except Exception as err:
-            raise FileNotFoundError(
-                f"data.root: lsun {cfg.lsun_category}_train_lmdb not found under {cfg.root!r}; "
-                "download it with LSUN's download.py (no automatic download)"
-            ) from err
+        return _lsun(cfg, _transform(cfg, train, False))
     if name == "image_folder":
         return ImageFiles(cfg.root, transform=_transform(cfg, train, grayscale=False))
     raise ValueError(f"data.dataset: {name!r} is not an image dataset")
