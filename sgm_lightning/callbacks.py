@@ -121,8 +121,40 @@ def gather_by_index(pl_module: pl.LightningModule, indices: list[int], x: torch.
     return all_x[all_idx.argsort()]
 
 
+# --- scheduling shared by the sampling and FID callbacks ---------------------------------------
+class _EveryNStepsCallback(pl.Callback):
+    """Calls ``run(trainer, pl_module)`` every ``self.every`` optimiser steps (0 = never) and at
+    the end of training when ``self.at_end``. Subclasses set ``every`` and ``at_end``.
+
+    Lightning calls callbacks' on_train_batch_end before the module's, where the EMA is
+    updated; so a due run happens at the start of the next batch (or at the end of training),
+    when the EMA includes step N.
+    """
+
+    every: int = 0
+    at_end: bool = False
+    _last_step: int = -1
+    _due: int | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every and step > 0 and step % self.every == 0 and step != self._last_step:
+            self._due = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._due is not None:
+            self.run(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if (self.at_end or self._due is not None) and trainer.global_step != self._last_step:
+            self.run(trainer, pl_module)
+
+    def run(self, trainer, pl_module):
+        raise NotImplementedError
+
+
 # --- the sample grid callback ----------------------------------------------------------------
-class SamplingCallback(pl.Callback):
+class SamplingCallback(_EveryNStepsCallback):
     """Every ``every_n_steps`` optimiser steps (0 = never) and at the end of training, draw
     ``n_samples`` with the EMA weights on every rank and log, from rank 0, the grid
     (``sample/grid``), a strip of one trajectory across noise levels (``sample/trajectory``),
@@ -141,8 +173,6 @@ class SamplingCallback(pl.Callback):
         self.exact, self.out_dir = exact, (Path(out_dir) if out_dir is not None else None)
         self.samples: torch.Tensor | None = None
         self.nfe: int | None = None
-        self._last_step = -1
-        self._due: int | None = None
 
     @classmethod
     def from_config(cls, cfg, out_dir=None) -> SamplingCallback:
@@ -152,22 +182,6 @@ class SamplingCallback(pl.Callback):
         return cls(sampler=name, options=options, n_samples=s.n_samples, every_n_steps=s.every_n_steps,
                    at_end=s.at_end, seed=s.seed, batch_size=s.batch_size,
                    trajectory_frames=s.trajectory_frames if s.trajectory else 0, out_dir=out_dir)
-
-    # Lightning calls callbacks' on_train_batch_end before the module's, where the EMA is
-    # updated; so a due sample runs at the start of the next batch (or at the end of training),
-    # when the EMA includes step N.
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if self.every and step > 0 and step % self.every == 0 and step != self._last_step:
-            self._due = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._due is not None:
-            self.run(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if (self.at_end or self._due is not None) and trainer.global_step != self._last_step:
-            self.run(trainer, pl_module)
 
     @torch.no_grad()
     def run(self, trainer, pl_module) -> torch.Tensor | None:
@@ -226,7 +240,7 @@ class SamplingCallback(pl.Callback):
 
 
 # --- FID / KID during training -----------------------------------------------------------------
-class FIDCallback(pl.Callback):
+class FIDCallback(_EveryNStepsCallback):
     """Every ``every_n_steps`` (and at the end when ``at_end``): every rank draws its share of
     ``n_samples`` with the EMA weights, feeds their features to :class:`ImageMetrics` (torchmetrics
     sums/concatenates them across ranks), and rank 0 logs ``eval/fid_n<N>`` (and KID, IS).
@@ -246,7 +260,6 @@ class FIDCallback(pl.Callback):
         self.seed, self.batch_size, self.kid_subset_size, self.exact = seed, batch_size, kid_subset_size, exact
         self.metrics = None
         self.last: dict[str, float] | None = None
-        self._last_step, self._due = -1, None
 
     @classmethod
     def from_config(cls, cfg) -> FIDCallback:
@@ -269,19 +282,6 @@ class FIDCallback(pl.Callback):
         self.metrics = ImageMetrics(self.features, image_shape=tuple(pl_module.shape),
                                     kid_subset_size=self.kid_subset_size).to(pl_module.device)
         self.metrics.load_reference(self.reference)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step  # run at the next batch start, after the module's EMA update
-        if self.every and step > 0 and step % self.every == 0 and step != self._last_step:
-            self._due = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._due is not None:
-            self.run(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if (self.at_end or self._due is not None) and trainer.global_step != self._last_step:
-            self.run(trainer, pl_module)
 
     @torch.no_grad()
     def run(self, trainer, pl_module) -> dict[str, float]:
