@@ -34,14 +34,6 @@ class Dump(SamplingCallback):
         torch.save(self.events, self.path)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.ddp
 def test_ddp_gathers_exactly_n_samples_equal_to_one_process(tmp_path):
     cfg = load_config("toy_mixture", [

@@ -46,14 +46,6 @@ class Dump(FIDCallback):
         return scores
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _real_images(n=40, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)

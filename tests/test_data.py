@@ -47,14 +47,6 @@ TINY_NET = ["model.preset=ncsnpp_digits", "model.kwargs.nf=8", "model.kwargs.ch_
             "model.kwargs.num_res_blocks=1", "model.kwargs.attn_resolutions=[]"]
 
 
-@pytest.fixture()
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def image_cfg(tmp_path, dataset, *overrides):
     return load_config("digits", [
         f"data.dataset={dataset}", f"data.root={tmp_path / 'data'}", "data.image_size=8", "data.batch_size=4",
@@ -93,7 +85,7 @@ def write_idx(root, folder, n=10, size=28, seed=0):
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "mnist", "fashion_mnist", "image_folder", "digits"])
-def test_train_a_few_steps_on_each_format(tmp_path, dataset, one_thread):
+def test_train_a_few_steps_on_each_format(tmp_path, dataset):
     from sgm_lightning.commands.train import train
 
     root = tmp_path / "data"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_data import image_cfg, one_thread  # noqa: F401 (one_thread is a fixture)
+from test_data import image_cfg
 
 from sgm_lightning.data import CelebAImages, SGMDataModule
 
@@ -56,7 +56,7 @@ def test_celeba_crop_140_resize_and_split(tmp_path):
     assert seen == {2 + k for k in range(8)}
 
 
-def test_celeba_trains_a_few_steps(tmp_path, one_thread):  # noqa: F811
+def test_celeba_trains_a_few_steps(tmp_path):
     from sgm_lightning.commands.train import train
 
     write_celeba(tmp_path / "data")
@@ -87,7 +87,7 @@ def write_lsun(root, category="church_outdoor", n=10):
     env.close()
 
 
-def test_lsun_lmdb_pixels_workers_and_training(tmp_path, monkeypatch, one_thread):  # noqa: F811
+def test_lsun_lmdb_pixels_workers_and_training(tmp_path, monkeypatch):
     from sgm_lightning.commands.train import train
 
     root = tmp_path / "data"

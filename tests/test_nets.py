@@ -8,16 +8,6 @@ import torch
 from sgm_lightning.nets import PRESETS, NCSNpp, build_network
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: small convs gain nothing from two, and two threads on a busy
-    machine spin-wait (10x slower measured); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny(**kw):
     cfg = dict(image_size=8, num_channels=2, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
                dropout=0.0, init_scale=0.1)

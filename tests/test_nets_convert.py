@@ -17,16 +17,6 @@ from sgm_lightning.nets import from_score_sde
 from sgm_lightning.nets.convert import network_kwargs_from_score_sde
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: small convs gain nothing from two, and two threads on a busy
-    machine spin-wait (10x slower measured); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "score_sde"
 FILES = ["ncsnpp_ve_small.pt", "ddpmpp_vp_small.pt", "ncsnv2_small.pt"]
 

@@ -12,15 +12,6 @@ from sgm_lightning.nets import NCSNpp, NCSNv2
 from sgm_lightning.nets import fir
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread (two threads spin-wait on a busy 2-core machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = dict(image_size=8, num_channels=2, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
             init_scale=0.1)
 

@@ -12,14 +12,6 @@ from sgm_lightning.sampling import SAMPLERS, run_sampler
 from sgm_lightning.sde import OUSDE, SubVPSDE, VESDE, VPSDE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 GM = GaussianMixture([0.5, 0.3, 0.2], [[4.0, 0.0], [-4.0, 2.0], [0.0, -4.0]], [0.5, 1.0, 0.7])
 PROCESSES = {"ve": VESDE(0.01, 20.0), "vp": VPSDE(), "subvp": SubVPSDE(), "ou": OUSDE(T=5.0)}
 

@@ -11,15 +11,6 @@ from sgm_lightning.sampling import annealed_langevin, langevin, tweedie_denoise
 from sgm_lightning.sde import OUSDE, VESDE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_lmc_stationary_variance():
     """On N(m, s^2 I), x + h s(x) + sqrt(2h) z is stationary at variance s^2 / (1 - h/(2 s^2))."""
     m, s2, h = torch.tensor([1.0, -2.0], dtype=torch.float64), 2.25, 0.5 * 2.25

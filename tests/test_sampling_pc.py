@@ -17,14 +17,6 @@ from sgm_lightning.sampling import (
 from sgm_lightning.sde import OUSDE, SubVPSDE, VESDE, VPSDE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _parts(sde, sf, x, t, norms, snr, seed=0):
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype)
     x_new, x_mean = langevin_corrector_step(sde, sf, x, t, z, snr=snr, norms=norms)

@@ -13,15 +13,6 @@ from sgm_lightning.commands.train import train
 from sgm_lightning.config import load_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine are many times slower than one (busy-waiting)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def toy_cfg(tmp_path: Path, *overrides: str):
     return load_config("toy_mixture", [
         f"checkpoint.dir={tmp_path}/ck", f"logging.save_dir={tmp_path}/runs", "logging.logger=csv",
