@@ -303,6 +303,11 @@ def data_shape(cfg) -> tuple[int, ...]:
 
 
 # --- splitting and loading ------------------------------------------------------------
+def _image(item):
+    """The image of a dataset item: torchvision datasets return (image, label)."""
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
 class Indexed(Dataset):
     """Items ``(x, i)``: validation gets a fixed noise per index ``i``."""
 
@@ -313,8 +318,7 @@ class Indexed(Dataset):
         return len(self.base)
 
     def __getitem__(self, i):
-        item = self.base[i]
-        return (item[0] if isinstance(item, (tuple, list)) else item), i
+        return _image(self.base[i]), i
 
 
 class _First(Dataset):
@@ -325,8 +329,7 @@ class _First(Dataset):
         return len(self.base)
 
     def __getitem__(self, i):
-        item = self.base[i]
-        return item[0] if isinstance(item, (tuple, list)) else item
+        return _image(self.base[i])
 
 
 class EpochShuffle(Sampler[int]):
