@@ -35,14 +35,8 @@ class Dump(SamplingCallback):
 
 
 @pytest.mark.ddp
-def test_ddp_gathers_exactly_n_samples_equal_to_one_process(tmp_path):
-    cfg = load_config("toy_mixture", [
-        "trainer.strategy=ddp_fork", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_steps=4",
-        "trainer.val_check_interval=4", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "data.n_points=400", "data.batch_size=32", "data.val_batch_size=100",
-        "model.kwargs.hidden=32", "logging.logger=csv", f"logging.save_dir={tmp_path}/runs",
-        f"checkpoint.dir={tmp_path}/ck", "name=ddp", "sample.at_end=false", "num_threads=1",
-    ])
+def test_ddp_gathers_exactly_n_samples_equal_to_one_process(tmp_path, toy_ddp_config):
+    cfg = toy_ddp_config(max_steps=4, val_check_interval=4, n_points=400, val_batch_size=100)
     n = 7  # not divisible by the world size: rank 0 draws 4, rank 1 draws 3
     cb = Dump(tmp_path / "events.pt", sampler="pc", options=PC, n_samples=n, every_n_steps=2, at_end=True,
               seed=3, batch_size=2, exact=True)

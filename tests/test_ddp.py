@@ -7,7 +7,6 @@ import pytorch_lightning as pl
 import torch
 
 from sgm_lightning.commands.train import train
-from sgm_lightning.config import load_config
 
 
 class RankDump(pl.Callback):
@@ -27,19 +26,9 @@ class RankDump(pl.Callback):
 
 
 @pytest.mark.ddp
-def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
-    cfg = load_config("toy_mixture", [
-        "trainer.strategy=ddp_fork", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_steps=6",
-        "trainer.val_check_interval=3", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "data.n_points=600", "data.batch_size=32", "data.val_batch_size=60",
-        "model.kwargs.hidden=32", "logging.logger=csv", f"logging.save_dir={tmp_path}/runs",
-        f"checkpoint.dir={tmp_path}/ck", "name=ddp", "sample.at_end=false", "num_threads=1",
-    ])
-    n = torch.get_num_threads()
-    try:
-        res = train(cfg, "toy_mixture", callbacks=[RankDump(tmp_path)])
-    finally:
-        torch.set_num_threads(n)
+def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path, toy_ddp_config):
+    cfg = toy_ddp_config(max_steps=6, val_check_interval=3, n_points=600, val_batch_size=60)
+    res = train(cfg, "toy_mixture", callbacks=[RankDump(tmp_path)])  # conftest restores the thread count
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2 and r0["steps"] == r1["steps"] == 6
     assert r0["seen"] != r1["seen"]  # the ranks trained on different shards of the data
