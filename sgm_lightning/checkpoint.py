@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import config_from_yaml, to_yaml
 from .data import data_shape
+from .nets.precond import precond_from_config
 from .nets.wrapper import score_fn_from_net
 from .sde import SDE, ScoreFn
 
@@ -54,7 +55,8 @@ class LoadedModel:
 
     def score_fn(self) -> ScoreFn:
         """``score_fn(x, t)`` of the EMA network (see :func:`sgm_lightning.nets.score_fn_from_net`)."""
-        return score_fn_from_net(self.net, self.sde, continuous=self.continuous)
+        return score_fn_from_net(self.net, self.sde, continuous=self.continuous,
+                                 precond=precond_from_config(self.cfg.model))
 
     def to(self, device) -> LoadedModel:
         self.net.to(device)

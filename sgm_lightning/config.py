@@ -75,13 +75,18 @@ class ModelConfig:
     arch: str = "mlp"                # a name build_network knows (mlp, ncsnpp, ncsnv2, ...)
     preset: Optional[str] = None     # a key of sgm_lightning.nets.PRESETS; kwargs override it
     kwargs: dict[str, Any] = field(default_factory=dict)
+    precond: str = "none"            # none (score_sde) | edm | vp | ve: EDM Table 1 preconditioning
+    sigma_data: Any = 0.5            # EDM's sigma_data (a number, or auto: the training data's std)
 
 
 @dataclass
 class LossConfig:
     continuous: bool = True          # t ~ U(eps, T) (else uniform discrete levels, NCSN / DDPM)
     eps: float = 1e-5                # smallest training time (score_sde)
-    weighting: str = "sigma2"        # sigma2 (score_sde default) | likelihood (g(t)^2)
+    weighting: str = "sigma2"        # sigma2 (score_sde) | likelihood (g(t)^2) | edm (1/c_out^2)
+    sigma_dist: str = "uniform_t"    # training noise levels: uniform_t | log_uniform | lognormal
+    P_mean: float = -1.2             # lognormal: ln sigma ~ N(P_mean, P_std^2) (EDM)
+    P_std: float = 1.2
     reduce: str = "mean"             # mean over dimensions | sum (0.5 * sum, score_sde)
     anneal_power: float = 2.0        # discrete levels: weight sigma^anneal_power (NCSN)
 
@@ -259,7 +264,10 @@ def validate(cfg: DictConfig) -> None:
     _check(s.T > 0, "sde.T", f"must be > 0, got {s.T}")
     _check(s.N >= 2, "sde.N", f"must be >= 2, got {s.N}")
     _check(0 < lo.eps < 1, "loss.eps", f"must be in (0, 1), got {lo.eps}")
-    _one_of(lo.weighting, "loss.weighting", ("sigma2", "likelihood"))
+    _one_of(lo.weighting, "loss.weighting", ("sigma2", "likelihood", "edm"))
+    _one_of(lo.sigma_dist, "loss.sigma_dist", ("uniform_t", "log_uniform", "lognormal"))
+    _check(lo.P_std > 0, "loss.P_std", f"must be > 0, got {lo.P_std}")
+    _validate_precond(cfg)
     _one_of(lo.reduce, "loss.reduce", ("mean", "sum"))
     if not lo.continuous:
         _check(s.name in ("ve", "vp"), "loss.continuous",
@@ -300,6 +308,19 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.num_threads is None or cfg.num_threads >= 1, "num_threads", f"must be >= 1 or null, got {cfg.num_threads}")
     if cfg.resume not in (None, "last"):
         _check(str(cfg.resume).endswith(".ckpt"), "resume", f"give a .ckpt path or 'last', got {cfg.resume!r}")
+
+
+def _validate_precond(cfg: DictConfig) -> None:
+    m, lo = cfg.model, cfg.loss
+    _one_of(m.precond, "model.precond", ("none", "edm", "vp", "ve"))
+    sd = m.sigma_data
+    ok = sd == "auto" or (isinstance(sd, (int, float)) and not isinstance(sd, bool) and 0 < sd < math.inf)
+    _check(ok, "model.sigma_data", f"must be a positive number or auto, got {sd!r}")
+    if not lo.continuous:
+        _check(m.precond == "none", "model.precond",
+               "preconditioning needs continuous noise levels (loss.continuous=true)")
+        _check(lo.sigma_dist == "uniform_t", "loss.sigma_dist",
+               "discrete levels are drawn uniformly; loss.sigma_dist needs loss.continuous=true")
 
 
 def _validate_mixture(m) -> None:

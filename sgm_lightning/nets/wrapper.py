@@ -7,6 +7,13 @@ The labels and output scaling follow score_sde's ``get_score_fn`` so official ch
   sigma ladder the network stores (0 = largest noise).
 * VP / sub-VP / OU, continuous: label = 999 t and score = -output / std(t) (epsilon prediction).
 * VP, discrete (DDPM): label = round(t (N - 1)), score = -output / sqrt(1 - alphabar_label).
+
+With a :class:`~sgm_lightning.nets.precond.Precond` the network is EDM's F inside the denoiser
+D(x; sigma) of the noise level sigma(t) = std(t) / s(t), and for x_t = s(t) (x_0 + sigma n)
+
+    score(x_t, t) = (D(x_t / s; sigma) - x_t / s) / (s sigma^2)
+
+(the chain rule through x_t / s of Tweedie's (D - x) / sigma^2).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import torch
 from torch import nn
 
 from ..sde import SDE, VESDE, VPSDE, ScoreFn, bcast
+from .precond import Precond
 
 
 def noise_labels(sde: SDE, t: torch.Tensor, continuous: bool = True) -> torch.Tensor:
@@ -40,11 +48,27 @@ def output_to_score(sde: SDE, out: torch.Tensor, t: torch.Tensor, continuous: bo
     return -out / bcast(std, out)
 
 
-def score_fn_from_net(net: nn.Module, sde: SDE, *, continuous: bool = True) -> ScoreFn:
+def score_fn_from_net(net: nn.Module, sde: SDE, *, continuous: bool = True,
+                      precond: Precond | None = None) -> ScoreFn:
     """``score_fn(x, t)`` for samplers: runs ``net`` in whatever mode (train/eval) it is in."""
+    if precond is not None:
+        if not continuous:
+            raise ValueError("precond: preconditioning needs continuous noise levels (loss.continuous=true)")
+        return _preconditioned_score_fn(net, sde, precond)
 
     def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = net(x, noise_labels(sde, t, continuous))
         return output_to_score(sde, out, t, continuous)
+
+    return score_fn
+
+
+def _preconditioned_score_fn(net: nn.Module, sde: SDE, precond: Precond) -> ScoreFn:
+    def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        scale, std = sde.marginal_coeffs(t)
+        sigma = std / scale
+        x_sigma = x / bcast(scale, x)
+        denoised = precond.denoise(net, x_sigma, sigma)
+        return (denoised - x_sigma) / bcast(std * sigma, x)
 
     return score_fn
