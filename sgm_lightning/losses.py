@@ -5,7 +5,14 @@ DSM minimises E || s_theta(x_t, t) + z / std(t) ||^2, whose minimiser is the tru
 (the Tweedie identity). Weightings (Song et al. 2021, eq. 7 and Song et al. 2021b):
 
 * ``sigma2``:     lambda(t) = std(t)^2, i.e. || std * s_theta + z ||^2 (score_sde's default);
-* ``likelihood``: lambda(t) = g(t)^2, which makes the loss an upper bound on the NLL.
+* ``likelihood``: lambda(t) = g(t)^2, which makes the loss an upper bound on the NLL;
+* ``edm``:        EDM's lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 on
+  || D - x_0 ||^2 (Karras et al. 2022, Table 1), i.e. (sigma^2 + sigma_data^2) / sigma_data^2
+  times the ``sigma2`` residual, with sigma = std / s the EDM noise level.
+
+Noise levels (``sample_times``, all through the process's sigma(t) and its inverse):
+``uniform_t`` t ~ U(eps, T) (score_sde), ``log_uniform`` ln sigma ~ U(ln sigma(eps), ln sigma(T))
+and ``lognormal`` ln sigma ~ N(P_mean, P_std^2) (EDM).
 
 Reduction over the data dimensions: ``mean``, or ``sum`` which is 0.5 * sum (score_sde's
 ``reduce_mean=False``). Every function returns the per-sample losses ``(B,)``; callers average.
@@ -16,6 +23,8 @@ on DDPM's chain; the weight is std_i^anneal_power (NCSN: 0.5 || s + z/sigma ||^2
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -33,11 +42,27 @@ def _reduce(sq: torch.Tensor, reduce: str) -> torch.Tensor:
     raise ValueError(f"reduce: choose mean or sum, got {reduce!r}")
 
 
+SIGMA_DISTS = ("uniform_t", "log_uniform", "lognormal")
+
+
 def sample_times(
-    batch: int, sde: SDE, eps: float = 1e-5, generator: GeneratorLike = None, *, device=None, dtype=torch.float32
+    batch: int, sde: SDE, eps: float = 1e-5, generator: GeneratorLike = None, *, dist: str = "uniform_t",
+    P_mean: float = -1.2, P_std: float = 1.2, device=None, dtype=torch.float32,
 ) -> torch.Tensor:
-    """t ~ U(eps, T), shape ``(B,)``."""
-    return eps + (sde.T - eps) * rand((batch,), generator, device=device, dtype=dtype)
+    """Training times ``(B,)`` whose noise levels follow ``dist`` (see module docstring).
+
+    ``lognormal`` is not truncated: levels above sigma(T) give t > T, which every process
+    of :mod:`sgm_lightning.sde` extends to (EDM trains beyond its sampling range too).
+    """
+    u = rand((batch,), generator, device=device, dtype=dtype)
+    if dist == "uniform_t":
+        return eps + (sde.T - eps) * u
+    if dist == "log_uniform":
+        lo, hi = (math.log(s) for s in sde.sigma_range(eps))
+        return sde.t_from_sigma(torch.exp(lo + (hi - lo) * u))
+    if dist == "lognormal":
+        return sde.t_from_sigma(torch.exp(P_mean + P_std * randn((batch,), generator, device=device, dtype=dtype)))
+    raise ValueError(f"sigma_dist: choose one of {list(SIGMA_DISTS)}, got {dist!r}")
 
 
 def dsm_loss(
@@ -51,25 +76,34 @@ def dsm_loss(
     weighting: str = "sigma2",
     reduce: str = "mean",
     generator: GeneratorLike = None,
+    sigma_dist: str = "uniform_t",
+    P_mean: float = -1.2,
+    P_std: float = 1.2,
+    sigma_data: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Continuous-time DSM. Returns ``(losses (B,), t (B,))``.
 
-    ``t`` and ``z`` may be given (fixed validation noise); otherwise t ~ U(eps, T) and
-    z ~ N(0, I) are drawn from ``generator``.
+    ``t`` and ``z`` may be given (fixed validation noise); otherwise t is drawn by
+    :func:`sample_times` (``sigma_dist``, ``P_mean``, ``P_std``) and z ~ N(0, I), both from
+    ``generator``. ``sigma_data`` enters the ``edm`` weighting only.
     """
     b = x0.shape[0]
     if t is None:
-        t = sample_times(b, sde, eps, generator, device=x0.device, dtype=x0.dtype)
+        t = sample_times(b, sde, eps, generator, dist=sigma_dist, P_mean=P_mean, P_std=P_std,
+                         device=x0.device, dtype=x0.dtype)
     if z is None:
         z = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
-    _, std = sde.marginal_coeffs(t)
+    scale, std = sde.marginal_coeffs(t)
     score = score_fn(sde.perturb(x0, t, z), t)
     if weighting == "sigma2":
         return _reduce(torch.square(score * bcast(std, x0) + z), reduce), t
     if weighting == "likelihood":
         g2 = sde.sde(torch.zeros_like(x0), t)[1] ** 2
         return _reduce(torch.square(score + z / bcast(std, x0)), reduce) * g2, t
-    raise ValueError(f"weighting: choose sigma2 or likelihood, got {weighting!r}")
+    if weighting == "edm":
+        sigma = std / scale
+        return _reduce(torch.square(score * bcast(std, x0) + z), reduce) * (1 + (sigma / sigma_data) ** 2), t
+    raise ValueError(f"weighting: choose sigma2, likelihood or edm, got {weighting!r}")
 
 
 def discrete_coeffs(sde: SDE, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from .config import to_yaml
 from .data import data_shape
 from .ema import EMA
 from .losses import discrete_coeffs, discrete_dsm_loss, dsm_loss
+from .nets.precond import precond_from_config
 from .nets.wrapper import score_fn_from_net
 from .rng import rand, randn, sample_generators
 from .sde import SDE, get_sde
@@ -55,6 +56,8 @@ def build_net(model_cfg, shape: tuple[int, ...], sde_cfg=None, centered: bool | 
         if model_cfg.preset is None and model_cfg.arch == "mlp":
             from .nets.mlp import ScoreMLP
 
+            if model_cfg.get("precond", "none") != "none":
+                kwargs["scale_by_sigma"] = False
             return ScoreMLP(dim=shape[0], **kwargs)
         from . import nets
 
@@ -68,6 +71,10 @@ def build_net(model_cfg, shape: tuple[int, ...], sde_cfg=None, centered: bool | 
             auto.update(num_channels=shape[0], image_size=shape[-1])
         if centered is not None:
             auto["centered"] = bool(centered)
+        if model_cfg.get("precond", "none") != "none":  # F sees c_in x and learns a unit-scale target
+            auto["centered"] = True
+            if base.get("arch") == "ncsnpp":
+                auto["scale_by_sigma"] = False
         if sde_cfg is not None and sde_cfg.name == "ve":
             auto.update(sigma_min=sde_cfg.sigma_min, sigma_max=sde_cfg.sigma_max, num_scales=sde_cfg.N)
         for k, v in auto.items():
@@ -103,7 +110,20 @@ class ScoreModule(pl.LightningModule):
     # --- scores ---------------------------------------------------------------------------
     def score_fn(self):
         """``score_fn(x, t)`` of the live weights (wrap in :meth:`ema_scope` for the EMA ones)."""
-        return score_fn_from_net(self.net, self.sde, continuous=self.continuous)
+        return score_fn_from_net(self.net, self.sde, continuous=self.continuous,
+                                 precond=precond_from_config(self.cfg.model))
+
+    def _sigma_data(self) -> float:
+        sd = self.cfg.model.sigma_data
+        return 0.5 if sd == "auto" else float(sd)  # auto is resolved in setup(); 0.5 only before it
+
+    def setup(self, stage: str) -> None:
+        """Resolve ``model.sigma_data=auto`` from the training data (stored in the checkpoint's config)."""
+        if self.cfg.model.sigma_data == "auto":
+            dm = getattr(self.trainer, "datamodule", None)
+            if dm is None or getattr(dm, "train_set", None) is None:
+                raise ValueError("model.sigma_data=auto: needs the SGMDataModule's training set")
+            self.cfg.model.sigma_data = estimate_sigma_data(dm.train_set)
 
     @contextmanager
     def ema_scope(self):
@@ -125,7 +145,8 @@ class ScoreModule(pl.LightningModule):
         if self.continuous:
             t = None if u is None else lo.eps + u * (self.sde.T - lo.eps)
             losses, t = dsm_loss(fn, self.sde, x0, t=t, z=z, eps=lo.eps, weighting=lo.weighting,
-                                 reduce=lo.reduce, generator=generator)
+                                 reduce=lo.reduce, generator=generator, sigma_dist=lo.sigma_dist,
+                                 P_mean=lo.P_mean, P_std=lo.P_std, sigma_data=self._sigma_data())
             return losses, (t - lo.eps) / (self.sde.T - lo.eps)
         levels = None if u is None else (u.double() * self.sde.N).long().clamp_(max=self.sde.N - 1)
         losses, t = discrete_dsm_loss(fn, self.sde, x0, levels=levels, z=z, anneal_power=lo.anneal_power,
@@ -269,6 +290,14 @@ class FinalCheckpoint(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step != self.saved_step:
             trainer.save_checkpoint(self.path)
+
+
+def estimate_sigma_data(dataset, max_items: int = 4096) -> float:
+    """The standard deviation of all values of the first ``max_items`` items (EDM's sigma_data)."""
+    n = min(len(dataset), max_items)
+    items = [dataset[i] for i in range(n)]
+    x = torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items]).double()
+    return round(float(x.std()), 4)
 
 
 def lr_factor(step: int, o, total: int | None) -> float:
