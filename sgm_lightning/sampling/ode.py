@@ -1,10 +1,17 @@
 """The probability-flow ODE dx/dt = f(x, t) - g(t)^2 s(x, t) / 2 (Song et al. 2021, eq. 13),
 integrated from t_start (default T) down to eps in torch on the samples' device.
 
-Fixed-step ``euler`` (1 NFE/step), ``heun`` (2), ``rk4`` (4) on a uniform time grid; adaptive
+Fixed-step ``euler`` (1 NFE/step), ``heun`` (2), ``rk4`` (4) on a time grid; adaptive
 ``rk45``/``dopri5`` (Dormand-Prince via torchdiffeq, with ``rtol``/``atol``; its error norm
 covers the whole batch, so the steps taken depend on the batch). ``nfe`` counts every call,
 including the adaptive solver's initial-step probes. ``denoise`` ends with Tweedie's step.
+
+Two first-order methods. ``euler`` steps in the EDM noise level sigma = std / s on the
+scaled-out state x~ = x / s (k-diffusion's and EDM's Euler; DDIM for VP): dx~/dsigma =
+-sigma s(t) score, so for VE x' = x - sigma_i (sigma_{i+1} - sigma_i) s. It is exact when the
+data is a point, whatever the step count. ``euler_t`` steps in t (score_sde's Euler), for VE
+x' = x - sigma_i^2 log(sigma_max / sigma_min) dt s; at equal NFE it is several times less
+accurate (``tests/test_sampling_ode_euler.py`` measures it).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..rng import GeneratorLike
-from ..sde import SDE, ScoreFn
+from ..sde import SDE, ScoreFn, bcast
 from .base import (
     GRIDS,
     Callback,
@@ -26,16 +33,24 @@ from .base import (
     tweedie_denoise,
 )
 
-FIXED_METHODS = ("euler", "heun", "rk4")
+FIXED_METHODS = ("euler", "euler_t", "heun", "rk4")
 ADAPTIVE_METHODS = ("rk45", "dopri5")
 METHODS = FIXED_METHODS + ADAPTIVE_METHODS
+
+
+def _euler_sigma_step(sde: SDE, score, x, t, t_next):
+    """x~' = x~ + (sigma' - sigma) dx~/dsigma with dx~/dsigma = -sigma s(t) score(x, t), x = s x~."""
+    (s, std), (s_next, std_next) = sde.marginal_coeffs(t), sde.marginal_coeffs(t_next)
+    sigma, sigma_next = std / s, std_next / s_next
+    x_tilde = x / bcast(s, x) - bcast((sigma_next - sigma) * sigma * s, x) * score(x, t)
+    return bcast(s_next, x) * x_tilde
 
 
 def _fixed_step(method: str, drift, x, t, t_next):
     """One explicit Runge-Kutta step of dx/dt = drift(x, t) from t to t_next (``(B,)`` times)."""
     h = (t_next - t)[0]  # the grid is shared by the batch
     k1 = drift(x, t)
-    if method == "euler":
+    if method == "euler_t":
         return x + h * k1
     if method == "heun":
         k2 = drift(x + h * k1, t_next)
@@ -92,7 +107,10 @@ def ode_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, method: str = "rk45",
     if method in FIXED_METHODS:
         tv = time_grid(t_start, eps, steps, B, x, grid, sde)
         for i in range(steps):
-            x = _fixed_step(method, drift, x, tv[i], tv[i + 1])
+            if method == "euler":
+                x = _euler_sigma_step(sde, score, x, tv[i], tv[i + 1])
+            else:
+                x = _fixed_step(method, drift, x, tv[i], tv[i + 1])
             if callback is not None:
                 callback(i, tv[i + 1], x)
         t_end = tv[-1]
