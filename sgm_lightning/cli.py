@@ -35,10 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    from .errors import Interrupted, RunFailed, one_line
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, no traceback
-        print(f"sgm {args.command}: error: {err}", file=sys.stderr)
+    except (RunFailed, Interrupted) as err:  # the run stopped: say why, with its own exit code
+        print(f"sgm {args.command}: {one_line(err)}", file=sys.stderr)
+        return err.exit_code
+    except (ValueError, OSError) as err:  # bad input or a path that cannot be written: one line
+        print(f"sgm {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
 
 

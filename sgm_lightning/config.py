@@ -27,6 +27,8 @@ DEFAULT_CONFIG = "digits"
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "lsun", "image_folder")
 POINT_DATASETS = ("mixture", "moons", "swiss_roll", "checkerboard", "rings")
+SEED_LIMIT = 2**63               # sample seeds: 0 <= seed < 2**63 (sgm_lightning.rng)
+MAX_GRID_SAMPLES = 4096          # sample.n_samples: one grid, gathered on rank 0
 
 
 @dataclass
@@ -55,6 +57,7 @@ class DataConfig:
     num_workers: int = 0
     split_seed: int = 0              # the train/val split (and toy point sets) depend only on it
     n_points: int = 20_000           # size of a toy point set
+    bad_images: str = "fail"         # image_folder: an unreadable file stops the run (fail) or is skipped
     toy_noise: float = 0.05          # jitter of the classic 2-D toys
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
@@ -205,20 +208,65 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         if "=" not in o or o.startswith("="):
             raise ValueError(f"override {o!r}: write overrides as key=value, e.g. trainer.max_steps=100")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(p))
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        given = OmegaConf.merge(_load_yaml(p), OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), given)
     except OmegaConfBaseException as err:
         raise ValueError(_describe(err, p)) from None
+    _arch_from_preset(cfg, given)
     validate(cfg)
     return cfg
 
 
+def _load_yaml(p: Path) -> DictConfig:
+    """A YAML file as a DictConfig; syntax errors and tags (``!!python/...``) are one line with the
+    file, line and column (no tag ever constructs an object: the loader is YAML's safe one)."""
+    import yaml
+
+    try:
+        node = OmegaConf.load(p)
+    except yaml.YAMLError as err:
+        raise ValueError(_yaml_error(err, p)) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config: {p} is not a text (UTF-8) YAML file") from None
+    if not isinstance(node, DictConfig):
+        raise ValueError(f"--config: {p} holds a YAML {type(node).__name__}, not a mapping of config keys")
+    return node
+
+
+def _yaml_error(err, where) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).split("\n")[0]
+    return f"{where}: not valid config YAML{at}: {problem}"
+
+
+def _arch_from_preset(cfg: DictConfig, given: DictConfig) -> None:
+    """``model.arch`` of a ``model.preset`` is the preset's (so the saved config says what was
+    trained); an ``arch`` given explicitly that disagrees with the preset is an error."""
+    preset = cfg.model.preset
+    if preset is None:
+        return
+    from .nets.presets import PRESETS
+
+    _one_of(preset, "model.preset", sorted(PRESETS))
+    arch = PRESETS[preset]["arch"]
+    explicit = OmegaConf.select(given, "model.arch", default=None)
+    if explicit is not None and explicit != arch:
+        raise ValueError(f"model.arch: {explicit!r} conflicts with model.preset={preset} (a {arch!r} network); "
+                         "drop one of the two")
+    cfg.model.arch = arch
+
+
 def config_from_yaml(text: str) -> DictConfig:
     """Rebuild and validate a config saved with :func:`to_yaml` (e.g. from a checkpoint)."""
+    import yaml
+
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))
     except OmegaConfBaseException as err:
         raise ValueError(_describe(err, "the saved config")) from None
+    except yaml.YAMLError as err:
+        raise ValueError(_yaml_error(err, "the saved config")) from None
     validate(cfg)
     return cfg
 
@@ -248,7 +296,14 @@ def _one_of(value, key: str, choices) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise ValueError naming the first impossible value. Does no I/O and builds nothing."""
     d, s, lo, o, e = cfg.data, cfg.sde, cfg.loss, cfg.optim, cfg.ema
+    _check_finite(OmegaConf.to_container(cfg, resolve=True), "")
+    _validate_run_name(cfg.name)
+    for key, top in (("seed", 2**32), ("data.split_seed", 2**32), ("sample.seed", SEED_LIMIT)):
+        v = OmegaConf.select(cfg, key)
+        _check(0 <= v < top, key, f"must be in [0, 2**{top.bit_length() - 1}), got {v}")
     _one_of(d.dataset, "data.dataset", IMAGE_DATASETS + POINT_DATASETS)
+    _one_of(d.bad_images, "data.bad_images", ("fail", "skip"))
+    _validate_network_for_data(cfg)
     _check(d.image_size >= 4, "data.image_size", f"must be >= 4, got {d.image_size}")
     _check(0 < d.val_fraction < 1, "data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
     for k in ("batch_size", "val_batch_size", "max_val", "n_points"):
@@ -301,6 +356,10 @@ def validate(cfg: DictConfig) -> None:
         _check(sm[k] >= 0, f"sample.{k}", f"must be >= 0, got {sm[k]}")
     _check(sm.snr > 0 and sm.step_lr > 0, "sample.snr", "sample.snr and sample.step_lr must be > 0")
     _one_of(sm.norms, "sample.norms", ("batch", "sample"))
+    _check(sm.n_samples <= MAX_GRID_SAMPLES, "sample.n_samples",
+           f"at most {MAX_GRID_SAMPLES} (one grid image, gathered in memory), got {sm.n_samples}; "
+           "draw more with `sgm sample`")
+    _validate_sampler_names(sm)
     ev = cfg.eval
     for k in ("n_samples", "batch_size", "kid_subset_size"):
         _check(ev[k] >= 1, f"eval.{k}", f"must be >= 1, got {ev[k]}")
@@ -308,6 +367,53 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.num_threads is None or cfg.num_threads >= 1, "num_threads", f"must be >= 1 or null, got {cfg.num_threads}")
     if cfg.resume not in (None, "last"):
         _check(str(cfg.resume).endswith(".ckpt"), "resume", f"give a .ckpt path or 'last', got {cfg.resume!r}")
+
+
+def _check_finite(node, key: str) -> None:
+    """Every float in the config is finite: inf or nan train to NaN (and report success)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_finite(v, f"{key}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ValueError(f"{key}: must be a finite number, got {node}")
+
+
+def _validate_run_name(name) -> None:
+    """A run name is a folder under checkpoint.dir: relative, no '..', no empty parts."""
+    if name is None:
+        return
+    parts = str(name).replace("\\", "/").split("/")
+    ok = str(name).strip() != "" and not os.path.isabs(str(name)) and all(q not in ("", ".", "..") for q in parts)
+    _check(ok, "name", f"{name!r} must be a relative folder name inside checkpoint.dir (no '..', not absolute)")
+
+
+def _validate_network_for_data(cfg: DictConfig) -> None:
+    """Point data need the MLP; images need an image network (a preset or a non-mlp arch)."""
+    m, ds = cfg.model, cfg.data.dataset
+    mlp = m.preset is None and m.arch == "mlp"
+    if ds in POINT_DATASETS:
+        _check(mlp, "model.preset" if m.preset is not None else "model.arch",
+               f"data.dataset={ds} is a point dataset; it needs model.arch=mlp and no model.preset "
+               f"(got arch={m.arch!r}, preset={m.preset!r})")
+    else:
+        _check(not mlp, "model.arch", f"data.dataset={ds} is an image dataset and model.arch=mlp works on "
+               "points; set model.preset (e.g. ncsnpp_digits) or an image model.arch")
+
+
+def _validate_sampler_names(sm) -> None:
+    """The sample.* names the samplers know, checked here so a typo fails before training."""
+    from .sampling import CORRECTORS, ODE_METHODS, PREDICTORS, SAMPLERS
+
+    _one_of(sm.sampler, "sample.sampler", sorted(SAMPLERS))
+    _one_of(sm.predictor, "sample.predictor", sorted(PREDICTORS))
+    _one_of(sm.corrector, "sample.corrector", sorted(CORRECTORS))
+    _one_of(sm.method, "sample.method", sorted(ODE_METHODS))
+    if sm.sampler == "pc":
+        _check(sm.predictor != "none" or (sm.corrector != "none" and sm.corrector_steps >= 1), "sample.predictor",
+               "with predictor none the corrector must run (a corrector and sample.corrector_steps >= 1)")
 
 
 def _validate_precond(cfg: DictConfig) -> None:
@@ -359,5 +465,23 @@ def _validate_trainer(cfg: DictConfig) -> None:
         v = cfg.trainer.get(key)
         if v is not None and not (isinstance(v, int) and (v >= 1 or (key in ("max_steps", "max_epochs") and v == -1))):
             raise ValueError(f"trainer.{key}: must be a positive integer, got {v!r}")
+    dev = cfg.trainer.get("devices")
+    if isinstance(dev, int) and not isinstance(dev, bool) and dev != -1 and dev < 1:
+        raise ValueError(f"trainer.devices: must be >= 1, -1 (all) or auto, got {dev}")
     if cfg.trainer.get("max_steps", -1) == -1 and cfg.trainer.get("max_epochs") is None:
         raise ValueError("trainer.max_steps: set trainer.max_steps (or trainer.max_epochs) so training ends")
+
+
+def check_accelerator(accelerator, key: str) -> None:
+    """``gpu``/``cuda``/``mps`` only when such a device is visible (Lightning's own error is a
+    traceback); called before a run writes anything."""
+    import torch
+
+    name = str(accelerator).lower()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{key}: {accelerator!r} but no CUDA GPU is visible (torch.cuda.is_available() is "
+                         "False); use cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{key}: 'mps' but no Apple GPU is available; use cpu or auto")
+    if name not in ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu"):
+        raise ValueError(f"{key}: unknown accelerator {accelerator!r}; choose auto, cpu or gpu")

@@ -201,6 +201,7 @@ class ImageMetrics(nn.Module):
 
     def load_reference(self, stats: dict[str, np.ndarray]) -> None:
         """Use saved real statistics (see :func:`load_reference_stats`); replaces any real data."""
+        check_reference_stats(stats)
         mu, sigma, n = (torch.as_tensor(stats[k], dtype=torch.float64) for k in ("mu", "sigma", "n"))
         if mu.shape != (self.num_features,) or sigma.shape != (self.num_features,) * 2:
             raise ValueError(
@@ -306,8 +307,30 @@ def load_reference_stats(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for key in ("mu", "sigma"):
         if key not in stats:
             raise ValueError(f"reference: {path!s} has no {key!r} array; expected keys mu, sigma[, n, features]")
-    d = stats["mu"].shape
-    if len(d) != 1 or stats["sigma"].shape != (d[0], d[0]):
-        raise ValueError(f"reference: {path!s} has mu {stats['mu'].shape} and sigma {stats['sigma'].shape}; need (F,) and (F, F)")
     stats.setdefault("n", np.array(50000))
+    check_reference_stats(stats, str(path))
     return stats
+
+
+def check_reference_stats(stats: dict, where: str = "reference") -> None:
+    """Shapes (mu (F,), sigma (F, F), features (n, F)), finite values, a symmetric covariance and
+    n >= 2; bad statistics would otherwise crash the matrix square root (NaN) or give nonsense."""
+    mu, sigma = np.asarray(stats["mu"]), np.asarray(stats["sigma"])
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise ValueError(f"reference: {where} has mu {mu.shape} and sigma {sigma.shape}; need (F,) and (F, F)")
+    for key, a in (("mu", mu), ("sigma", sigma)):
+        if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"reference: {where} {key!r} holds {a.dtype} values, not numbers")
+        if not np.isfinite(a).all():
+            raise ValueError(f"reference: {where} {key!r} holds {int((~np.isfinite(a)).sum())} NaN/inf values; "
+                             "recompute the statistics")
+    scale = max(float(np.abs(sigma).max()), 1e-30)
+    if float(np.abs(sigma - sigma.T).max()) > 1e-6 * scale:
+        raise ValueError(f"reference: {where} 'sigma' is not symmetric, so it is not a covariance; recompute it")
+    n = np.asarray(stats.get("n", 50000))
+    if n.shape != () or not np.isfinite(n) or int(n) < 2:
+        raise ValueError(f"reference: {where} 'n' must be one count >= 2, got {n!r}")
+    if "features" in stats:
+        f = np.asarray(stats["features"])
+        if f.ndim != 2 or f.shape[1] != mu.shape[0] or not np.isfinite(f).all():
+            raise ValueError(f"reference: {where} 'features' must be finite (n, {mu.shape[0]}), got {f.shape}")

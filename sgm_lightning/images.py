@@ -15,16 +15,24 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .paths import FILE_MODE
+
 
 def to_uint8(x: torch.Tensor, centered: bool) -> torch.Tensor:
     """Float images ``(B, C, H, W)`` -> uint8 ``(B, H, W, C)`` on the CPU.
 
     ``centered``: the data live in [-1, 1] (else [0, 1]). Values outside the range are clipped;
-    rounding is to the nearest of the 256 levels.
+    rounding is to the nearest of the 256 levels. Non-finite values (a diverged model or sampler)
+    raise ``ValueError``: NaN would otherwise become black pixels silently.
     """
     if x.ndim != 4:
         raise ValueError(f"x: expected images of shape (B, C, H, W), got shape {tuple(x.shape)}")
     x = x.detach().to("cpu", torch.float32)
+    finite = torch.isfinite(x).flatten(1).all(1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        raise ValueError(f"x: {len(bad)} of {x.shape[0]} images hold NaN or inf values (e.g. image {bad[0]}); "
+                         "the model or sampler diverged, refusing to write them as pixels")
     if centered:
         x = (x + 1.0) / 2.0
     x = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
@@ -73,6 +81,7 @@ def save_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Path:
     pil = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 files; outputs get the user's umask
         with os.fdopen(fd, "wb") as f:
             pil.save(f, format="PNG")
         os.replace(tmp, path)

@@ -46,15 +46,31 @@ def seeded(seed: int) -> torch.Generator:
     return g
 
 
-def sample_generators(seed: int, indices: Sequence[int] | torch.Tensor) -> list[torch.Generator]:
-    """One generator per global sample index: image k depends only on ``(seed, k)``.
+#: seeds and sample indices are integers in [0, SEED_LIMIT)
+SEED_LIMIT = 2**63
 
-    The per-sample seed mixes the run seed and the index with a large odd multiplier so
-    neighbouring (seed, k) pairs do not share streams.
-    """
+
+def _check_seed(name: str, value) -> int:
+    if isinstance(value, bool) or int(value) != value or not 0 <= int(value) < SEED_LIMIT:
+        raise ValueError(f"{name}: must be an integer in [0, 2**63), got {value!r}")
+    return int(value)
+
+
+def sample_seed(seed: int, k: int) -> int:
+    """The 64-bit seed of sample ``k`` of run ``seed``: NumPy's SeedSequence hash of the pair
+    ``(seed, k)``, so distinct pairs give unrelated streams (no ``seed * M + k`` collisions)."""
+    import numpy as np
+
+    words = np.random.SeedSequence((_check_seed("seed", seed), _check_seed("sample index", k))).generate_state(2)
+    return int(words[0]) | (int(words[1]) << 32)
+
+
+def sample_generators(seed: int, indices: Sequence[int] | torch.Tensor) -> list[torch.Generator]:
+    """One generator per global sample index: image k depends only on ``(seed, k)``
+    (:func:`sample_seed`); ``seed`` and ``k`` are integers in [0, 2**63)."""
     if isinstance(indices, torch.Tensor):
         indices = indices.tolist()
-    return [seeded((int(seed) * 1_000_003 + int(k)) % (2**63 - 1)) for k in indices]
+    return [seeded(sample_seed(seed, k)) for k in indices]
 
 
 def _draw(draw, shape, generator, device, dtype) -> torch.Tensor:

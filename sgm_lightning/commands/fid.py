@@ -54,12 +54,32 @@ def read_image_set(path: str | Path, what: str) -> np.ndarray:
         files = sorted(p.rglob("*.png"))
         if not files:
             raise ValueError(f"{what}: {p} holds no samples.npz and no PNG files")
-        x = np.stack([np.array(Image.open(f)) for f in files])
+        x = _stack_pngs(files, what)
     else:
         raise FileNotFoundError(f"{what}: no such file or folder {p}")
     if x.dtype != np.uint8:
         raise ValueError(f"{what}: images must be uint8, got {x.dtype}")
     return x[..., None] if x.ndim == 3 else x
+
+
+def _stack_pngs(files: list[Path], what: str) -> np.ndarray:
+    """The PNGs as one uint8 array; a truncated file or one of another size is named."""
+    from PIL import Image
+
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                a = np.array(img)
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ValueError(f"{what}: {f} is not a readable PNG ({err})") from None
+        a = a[..., None] if a.ndim == 2 else a
+        if arrays and a.shape != arrays[0].shape:
+            raise ValueError(f"{what}: {f} is {a.shape[1]}x{a.shape[0]}x{a.shape[2]} but {files[0]} is "
+                             f"{arrays[0].shape[1]}x{arrays[0].shape[0]}x{arrays[0].shape[2]}; "
+                             "all images must have one size")
+        arrays.append(a)
+    return np.stack(arrays)
 
 
 def _batches(x: np.ndarray, batch_size: int):
@@ -82,6 +102,10 @@ def _config_images(config: str, overrides: list[str]) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def _size(x: np.ndarray) -> str:
+    return f"{x.shape[2]}x{x.shape[1]}x{x.shape[3]}"
+
+
 def feature_net(inception_weights: str | None, feature_net_path: str | None):
     """The feature network the flags name (Inception weights or a TorchScript file)."""
     from ..evaluation import load_feature_net, load_inception
@@ -100,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--ref/--ref-config: pass exactly one reference")
     if args.samples is None and args.save_ref is None:
         raise ValueError("--samples: nothing to score; pass --samples, or --save-ref to only build reference stats")
+    from ..paths import check_output_file
+
+    for flag, path in (("--json", args.json), ("--save-ref", args.save_ref)):
+        if path is not None:  # checked before hours of feature extraction
+            check_output_file(path, flag)
     fake = read_image_set(args.samples, "--samples") if args.samples else None
     stats, real = None, None
     if args.ref is not None and Path(args.ref).is_file() and Path(args.ref).suffix == ".npz":
@@ -111,11 +140,19 @@ def run(args: argparse.Namespace) -> int:
         real = read_image_set(args.ref, "--ref")
     else:
         real = _config_images(args.ref_config, args.overrides)
+    if fake is not None and real is not None and fake.shape[1:] != real.shape[1:]:
+        raise ValueError(f"--samples/--ref: the samples are {_size(fake)} images and the reference {_size(real)}; "
+                         "FID compares images of one size (resize one set, or sample at the reference's size)")
+    if fake is not None and stats is not None and "image_shape" in stats:
+        if tuple(int(v) for v in stats["image_shape"]) != tuple(fake.shape[1:]):
+            raise ValueError(f"--samples/--ref: the samples are {_size(fake)} images but {args.ref} was computed "
+                             f"from {_size(np.zeros((1, *stats['image_shape'])))} images")
     net = feature_net(args.inception_weights, args.feature_net)
     shape_src = fake if fake is not None else real
     image_shape = (shape_src.shape[3], shape_src.shape[1], shape_src.shape[2])
     if stats is None:  # features kept for KID in this run; saved only with --keep-features
         stats = reference_stats(net, _batches(real, args.batch_size), keep_features=True)
+        stats["image_shape"] = np.array(real.shape[1:])
     if args.save_ref:
         keep = {k: v for k, v in stats.items() if k != "features" or args.keep_features}
         save_reference_stats(args.save_ref, keep)

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..rng import SEED_LIMIT
+
 PNG_DIR, GRID, NPZ, SETTINGS = "png", "grid.png", "samples.npz", "sample_config.yaml"
 #: settings that do not change any image (free to differ between runs into one DIR)
 FREE_KEYS = ("n", "batch_size", "devices", "num_nodes", "checkpoint_path")
@@ -87,6 +89,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--inpaint/--colorize: choose one")
     if bool(args.inpaint) != bool(args.mask):
         raise ValueError("--inpaint needs --mask (and --mask needs --inpaint)")
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise ValueError(f"--seed: must be in [0, 2**63), got {args.seed}")
+    from ..config import check_accelerator
+    from ..paths import check_output_dir
+
+    check_accelerator(args.accelerator, "--accelerator")
+    check_output_dir(args.out, "--out")
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -141,25 +150,33 @@ def prepare_out_dir(out: Path, settings: dict, overwrite: bool) -> None:
     """Create DIR; refuse (before touching anything) samples made with other settings.
 
     With ``overwrite``, samples of other settings are deleted; samples of the same settings
-    are always kept (that is the resume).
+    are always kept (that is the resume). A ``samples.npz`` or ``grid.png`` this command did not
+    write (no settings file) is never replaced without ``overwrite``. A settings file with no
+    samples next to it (a run that stopped before drawing any) blocks nothing.
     """
     cfg_path, png = out / SETTINGS, out / PNG_DIR
     have_pngs = png.is_dir() and any(png.glob("*.png"))
+    outputs = [f.name for f in (out / GRID, out / NPZ) if f.exists()]
     same = False
     if cfg_path.is_file():
         try:
             old = yaml.safe_load(cfg_path.read_text()) or {}
         except yaml.YAMLError:
             old = {"unreadable": True}
+        if not isinstance(old, dict):
+            old = {"unreadable": True}
         diff = sorted(k for k in set(_identity(old)) | set(_identity(settings)) if old.get(k) != settings.get(k))
         same = not diff
-        if diff and not overwrite:
+        if diff and not overwrite and (have_pngs or outputs):
             raise ValueError(
                 f"--out: {out} holds samples made with other settings (differing: {', '.join(diff)}); "
                 "choose another folder or pass --overwrite to replace them"
             )
     elif have_pngs and not overwrite:
         raise ValueError(f"--out: {out / PNG_DIR} holds PNGs of unknown settings; pass --overwrite to replace them")
+    elif outputs and not overwrite:
+        raise ValueError(f"--out: {out} already holds {' and '.join(outputs)} not written by sgm sample "
+                         "(no sample_config.yaml); choose another folder or pass --overwrite to replace them")
     if not same:
         for f in list(png.glob("*.png")) + [out / GRID, out / NPZ]:
             if f.is_file():
@@ -175,8 +192,15 @@ def png_path(out: Path, k: int) -> Path:
 
 
 def pending_indices(out: Path, n: int) -> list[int]:
-    """Indices in [0, n) whose PNG is not written yet (resume)."""
-    return [k for k in range(n) if not png_path(out, k).is_file()]
+    """Indices in [0, n) whose PNG is not written yet (resume); an empty file counts as not written."""
+    return [k for k in range(n) if not _nonempty(png_path(out, k))]
+
+
+def _nonempty(p: Path) -> bool:
+    try:
+        return p.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def assemble(out: Path, n: int) -> np.ndarray:
@@ -188,8 +212,19 @@ def assemble(out: Path, n: int) -> np.ndarray:
 
     arrays = []
     for k in range(n):
-        a = np.asarray(Image.open(png_path(out, k)))
-        arrays.append(a[:, :, None] if a.ndim == 2 else a)
+        p = png_path(out, k)
+        try:
+            with Image.open(p) as img:
+                a = np.asarray(img)
+        except (OSError, SyntaxError, ValueError) as err:  # truncated or not a PNG: not a finished sample
+            p.unlink(missing_ok=True)
+            raise ValueError(f"{p}: not a complete PNG ({err}); removed it, run the same command again "
+                             "to draw it") from None
+        a = a[:, :, None] if a.ndim == 2 else a
+        if arrays and a.shape != arrays[0].shape:
+            raise ValueError(f"{p}: image of shape {a.shape}, but {png_path(out, 0).name} has {arrays[0].shape}; "
+                             "the folder mixes samples of different models")
+        arrays.append(a)
     x = np.stack(arrays)
     tmp = out / f".{NPZ}.{os.getpid()}.tmp.npz"
     np.savez(tmp, x=x)
@@ -219,6 +254,8 @@ def load_for_sampling(ckpt: str, config: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..paths import FolderLock
+
     _check_args(args)
     model = load_for_sampling(args.ckpt, args.config)
     if not model.is_image:
@@ -232,8 +269,14 @@ def run(args: argparse.Namespace) -> int:
         condition = load_condition(settings["condition"]["mode"], args.inpaint or args.colorize, args.mask,
                                    tuple(model.shape), model.centered)
     out = Path(args.out)
-    if _is_global_zero():
+    if not _is_global_zero():
+        return _draw_and_assemble(args, model, settings, out, condition)
+    with FolderLock(out, "--out"):
         prepare_out_dir(out, settings, args.overwrite)
+        return _draw_and_assemble(args, model, settings, out, condition)
+
+
+def _draw_and_assemble(args, model, settings: dict, out: Path, condition) -> int:
     todo = len(pending_indices(out, args.n))
     # several processes started together (torchrun / SLURM) must all enter predict: one of them
     # may look before rank 0 has cleaned DIR; rank 0's list is the one used (IndexSampler.setup)

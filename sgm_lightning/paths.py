@@ -1,0 +1,89 @@
+"""Output paths checked before anything is written, files with the user's permissions, and a
+lock so two commands never write into one folder at once.
+
+Every check raises ``ValueError`` naming the option and the path, so the command line reports
+it as one line (exit 2) before any file is created.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+
+def check_output_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path`` is (or can become) a writable folder: no part of it is a file, and the nearest
+    existing folder accepts new entries. Creates nothing. Returns ``Path(path)``."""
+    p = Path(path)
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"{what}: {probe} is a file, not a folder; choose another path")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: cannot create files in {probe} (read-only or no permission); choose another path")
+    return p
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` can be written as a file: it is not a folder and its folder is writable."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{what}: {p} is a folder; give a file name")
+    check_output_dir(p.parent if str(p.parent) else Path("."), what)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f"{what}: {p} is not writable")
+    return p
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: permission bits of a new output file: rw for everyone the user's umask allows (0644 usually)
+FILE_MODE = 0o666 & ~_umask()
+
+
+def set_file_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode an ordinary ``open(path, "w")`` would have (temp files are 0600)."""
+    os.chmod(path, FILE_MODE)
+
+
+class FolderLock:
+    """An exclusive lock on ``folder`` (``folder/.sgm.lock``, ``flock``): a second command that
+    tries to write into the same folder is refused with a clear message instead of racing.
+    Released when the process exits, however it exits."""
+
+    NAME = ".sgm.lock"
+
+    def __init__(self, folder: str | os.PathLike, what: str):
+        self.path, self.what, self.fd = Path(folder) / self.NAME, what, None
+
+    def __enter__(self) -> FolderLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                other = self.path.read_text().strip() or "?"
+                raise ValueError(f"{self.what}: another process (pid {other}) is writing into {self.path.parent}; "
+                                 "wait for it to finish or choose another folder") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock; the file stays (harmless, reused)
+            self.fd = None
