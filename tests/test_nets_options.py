@@ -173,8 +173,9 @@ def test_lean_groupnorm_silu_matches_autograd(autocast):
         torch.testing.assert_close(lean, plain, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("recompute", [True, "norm"])
 @pytest.mark.parametrize("p", [0.0, 0.4])
-def test_lean_norm_act_conv_gradients(p):
+def test_lean_norm_act_conv_gradients(p, recompute):
     """GroupNorm -> SiLU -> dropout -> conv without stored activations: exact float64 gradients."""
     from sgm_lightning.nets.norm_act import norm_act_conv
 
@@ -187,7 +188,7 @@ def test_lean_norm_act_conv_gradients(p):
 
     def f(x, gw, gb, w, b):
         torch.manual_seed(3)  # the same mask on every call
-        return norm_act_conv(norm, torch.nn.SiLU(), conv, x, drop)
+        return norm_act_conv(norm, torch.nn.SiLU(), conv, x, drop, recompute=recompute)
 
     params = [norm.weight, norm.bias, conv.weight, conv.bias]
     assert torch.autograd.gradcheck(f, (x, *params))  # f reads the same parameter tensors

@@ -102,7 +102,14 @@ def upsample_conv(x: torch.Tensor, weight: torch.Tensor, kernel: torch.Tensor, f
 
 
 def naive_upsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
-    """Nearest-neighbour up-sampling (score_sde ``naive_upsample_2d``)."""
+    """Nearest-neighbour up-sampling (score_sde ``naive_upsample_2d``).
+
+    On NCHW tensors the official broadcast + reshape (one copy) is several times faster on CPU than
+    ``F.interpolate``; on channels_last tensors ``F.interpolate`` keeps the layout and is faster.
+    """
+    if x.ndim == 4 and x.is_contiguous():
+        b, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(b, c, h, factor, w, factor).reshape(b, c, h * factor, w * factor)
     return F.interpolate(x, scale_factor=factor, mode="nearest")
 
 

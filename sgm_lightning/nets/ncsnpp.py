@@ -24,8 +24,11 @@ from .attention import AttnBlock
 from .layers import Combine, GaussianFourierProjection, Resample, conv, dense, group_norm, make_activation, \
     skip_sum, timestep_embedding
 from .ncsnpp_config import validate_ncsnpp
-from .norm_act import norm_act
+from .norm_act import norm_act, recompute_enabled
 from .resblocks import ResBlock
+
+#: ``memory_format="auto"``: channels_last per device type, where measured faster (docs/performance.md)
+AUTO_CHANNELS_LAST: dict[str, bool] = {"cpu": False, "cuda": False}
 
 
 class DownLevel(nn.Module):
@@ -77,8 +80,10 @@ class UpLevel(nn.Module):
     the output pyramid (``progressive``), then up-sampling (none at the top level)."""
 
     def __init__(self, blocks: list[nn.Module], attn: nn.Module | None, pyramid: nn.ModuleDict | None,
-                 upsample: nn.Module | None, progressive: str, skip_rescale: bool, act: nn.Module):
+                 upsample: nn.Module | None, progressive: str, skip_rescale: bool, act: nn.Module,
+                 recompute_norm_act: bool | str = "auto"):
         super().__init__()
+        self.recompute_norm_act = recompute_norm_act
         self.blocks, self.attn, self.pyramid, self.upsample = nn.ModuleList(blocks), attn, pyramid, upsample
         self.progressive, self.skip_rescale, self.act = progressive, skip_rescale, act
 
@@ -91,11 +96,12 @@ class UpLevel(nn.Module):
             h = self.attn(h)
         if self.pyramid is not None:
             p = self.pyramid
+            lean = recompute_enabled(self.recompute_norm_act, h)
             if self.progressive == "output_skip":
-                out = p.conv(norm_act(p.norm, self.act, h))
+                out = p.conv(norm_act(p.norm, self.act, h, lean))
                 pyramid = out if pyramid is None else p.resample(pyramid) + out
             elif pyramid is None:  # 'residual', lowest resolution
-                pyramid = p.conv(norm_act(p.norm, self.act, h))
+                pyramid = p.conv(norm_act(p.norm, self.act, h, lean))
             else:
                 pyramid = skip_sum(p.resample(pyramid), h, self.skip_rescale)
                 h = pyramid
@@ -124,6 +130,7 @@ class NCSNpp(nn.Module):
         self.progressive, self.progressive_input = cfg["progressive"], cfg["progressive_input"]
         self.skip_rescale, self.nf = cfg["skip_rescale"], nf
         self.checkpoint_levels = cfg["checkpoint_levels"]
+        self.recompute_norm_act, self.memory_format = cfg["recompute_norm_act"], cfg["memory_format"]
         sigmas = torch.exp(torch.linspace(math.log(cfg["sigma_max"]), math.log(cfg["sigma_min"]), cfg["num_scales"],
                                           dtype=torch.float64))
         self.register_buffer("sigmas", sigmas, persistent=False)  # descending ladder (official get_sigmas)
@@ -150,7 +157,7 @@ class NCSNpp(nn.Module):
         cfg = self.config
         return ResBlock(self.act, in_ch, out_ch, kind=cfg["resblock_type"], temb_dim=4 * self.nf,
                         dropout=cfg["dropout"], skip_rescale=self.skip_rescale, init_scale=cfg["init_scale"],
-                        fir_kernel=self.fir_k, **kw)
+                        fir_kernel=self.fir_k, recompute_norm_act=self.recompute_norm_act, **kw)
 
     def _attn(self, ch: int) -> AttnBlock:
         return AttnBlock(ch, skip_rescale=self.skip_rescale, init_scale=self.config["init_scale"])
@@ -201,7 +208,8 @@ class NCSNpp(nn.Module):
             pyramid, pyr_ch = self._up_pyramid(in_ch, pyr_ch, cfg["num_channels"], first=i == len(cfg["ch_mult"]) - 1,
                                                fir_k=self.fir_k)
             upsample = self._resampler(in_ch, up=True) if i != 0 else None
-            self.up.append(UpLevel(blocks, attn, pyramid, upsample, self.progressive, self.skip_rescale, self.act))
+            self.up.append(UpLevel(blocks, attn, pyramid, upsample, self.progressive, self.skip_rescale, self.act,
+                                   self.recompute_norm_act))
         assert not skip_ch
         return in_ch
 
@@ -259,8 +267,16 @@ class NCSNpp(nn.Module):
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)
 
+    def _channels_last(self, x: torch.Tensor) -> bool:
+        if self.memory_format == "auto":
+            return AUTO_CHANNELS_LAST.get(x.device.type, False)
+        return self.memory_format == "channels_last"
+
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         temb, sigma = self._embed(labels)
+        out_format = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else None
+        if self._channels_last(x):  # every conv, norm and resampling after this keeps NHWC
+            x = x.contiguous(memory_format=torch.channels_last)
         if not self.centered:
             x = 2 * x - 1.0  # data in [0, 1] -> [-1, 1]
         pyramid_img = x if self.progressive_input != "none" else None
@@ -275,7 +291,11 @@ class NCSNpp(nn.Module):
             n = len(level.blocks)
             h, pyramid = self._run(level, h, temb, skips[-n:], pyramid)
             del skips[-n:]
-        h = pyramid if self.head is None else self.head["conv"](norm_act(self.head["norm"], self.act, h))
+        if self.head is not None:
+            lean = recompute_enabled(self.recompute_norm_act, h)
+            h = self.head["conv"](norm_act(self.head["norm"], self.act, h, lean))
+        else:
+            h = pyramid
         if sigma is not None and self.scale_by_sigma:
             h = h / sigma.to(h.dtype).reshape(-1, *([1] * (h.ndim - 1)))
-        return h
+        return h if out_format is not None else h.contiguous()  # the caller's layout

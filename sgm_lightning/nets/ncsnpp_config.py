@@ -37,6 +37,9 @@ NCSNPP_DEFAULTS: dict[str, Any] = {
     "sigma_max": 50.0,
     "num_scales": 1000,
     "checkpoint_levels": False,  # activation checkpointing of each encoder/decoder level
+    # speed/memory switches (same outputs); "auto": what docs/performance.md measured fastest per device
+    "recompute_norm_act": "auto",  # backward recomputes GroupNorm+SiLU (True) or GroupNorm ('norm'): less memory
+    "memory_format": "auto",     # 'auto' | 'contiguous' (NCHW) | 'channels_last' (NHWC) inside the net
 }
 
 _CHOICES = {
@@ -46,6 +49,7 @@ _CHOICES = {
     "progressive_input": ("none", "input_skip", "residual"),
     "progressive_combine": ("sum", "cat"),
     "nonlinearity": ("swish", "silu", "elu", "relu", "lrelu"),
+    "memory_format": ("auto", "contiguous", "channels_last"),
 }
 
 
@@ -64,6 +68,9 @@ def validate_ncsnpp(config: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(cfg[key], str) or cfg[key].lower() not in choices:
             raise ValueError(f"{key}: unknown value {cfg[key]!r}; use one of {list(choices)}")
         cfg[key] = cfg[key].lower()
+    if cfg["recompute_norm_act"] not in (True, False, "norm", "auto"):
+        raise ValueError(f"recompute_norm_act: expected true, false, 'norm' or 'auto', "
+                         f"got {cfg['recompute_norm_act']!r}")
     for key in ("image_size", "num_channels", "nf", "num_res_blocks", "num_scales"):
         _positive_int(cfg, key)
     cfg["ch_mult"] = tuple(cfg["ch_mult"])

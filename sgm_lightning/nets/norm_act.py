@@ -1,11 +1,17 @@
-"""act(GroupNorm(x)) that keeps only x for the backward pass (recomputes the rest).
+"""act(GroupNorm(x)) (and the conv after it) that keeps only x for the backward pass.
 
 In every NCSN++ block the pair GroupNorm -> SiLU feeds a conv. Autograd would keep three
 activations for it: x (for GroupNorm), GroupNorm(x) (for SiLU) and SiLU(...) (for the conv).
 x is alive anyway (it is the residual / skip input) and the conv keeps its own input, so the
-GroupNorm output is pure overhead; this function drops it and recomputes GroupNorm + SiLU
-(two cheap pointwise passes) in the backward. Same forward values, bit for bit; under
-``torch.compile`` the plain ops are used (the compiler rematerialises pointwise ops itself).
+other two are pure overhead; the functions here drop them and recompute GroupNorm + SiLU from x
+and the saved per-group statistics (one pointwise pass each) in the backward. Same forward
+values, bit for bit; under ``torch.compile`` the plain ops are used (the compiler
+rematerialises pointwise ops itself).
+
+Recomputing trades time for memory, so it is a per-network choice (``recompute_norm_act`` of
+:class:`~.ncsnpp.NCSNpp`, resolved by :func:`recompute_enabled`); ``"auto"`` picks what was
+measured fastest on the device type (docs/performance.md): the plain ops on CPU and CUDA, whose
+activation memory already stays below the official networks'.
 """
 
 from __future__ import annotations
@@ -14,80 +20,122 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: ``recompute_norm_act="auto"`` per device type (measured in docs/performance.md: recomputing is
+#: 3-8% slower per CPU training step; an unmeasured device keeps the plain ops)
+AUTO_RECOMPUTE: dict[str, bool | str] = {"cpu": False, "cuda": False}
+
+
+def recompute_enabled(setting: bool | str, x: torch.Tensor) -> bool | str:
+    """Resolve a ``recompute_norm_act`` setting (True / "norm" / False / "auto") for the device of ``x``."""
+    if setting == "auto":
+        return AUTO_RECOMPUTE.get(x.device.type, False)
+    return setting
+
+
+def _affine(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+            groups: int) -> torch.Tensor:
+    """GroupNorm(x) again from its saved statistics: one fused multiply-add, x * scale + shift."""
+    n, c = x.shape[:2]
+    w = weight.view(1, groups, c // groups)
+    scale = rstd.view(n, groups, 1) * w
+    shift = bias.view(1, groups, c // groups) - mean.view(n, groups, 1) * scale
+    return torch.addcmul(shift.view(n, c, 1, 1), x, scale.view(n, c, 1, 1))
+
+
+def _group_norm_stats(x, weight, bias, groups: int, eps: float):
+    n, c = x.shape[:2]
+    return torch.native_group_norm(x, weight, bias, n, c, x[0, 0].numel(), groups, eps)  # (y, mean, rstd)
+
+
+def _group_norm_backward(g_y, x, mean, rstd, weight, groups: int, need: tuple[bool, bool, bool]):
+    n, c = x.shape[:2]
+    return torch.ops.aten.native_group_norm_backward(g_y, x, mean, rstd, weight, n, c, x[0, 0].numel(), groups,
+                                                     list(need))
+
 
 class _GroupNormSiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, groups: int, eps: float):
-        ctx.groups, ctx.eps = groups, eps
-        ctx.autocast = (x.device.type, torch.is_autocast_enabled(x.device.type),
-                        torch.get_autocast_dtype(x.device.type))
-        ctx.save_for_backward(x, weight, bias)
-        return F.silu(F.group_norm(x, groups, weight, bias, eps))
+        y, mean, rstd = _group_norm_stats(x, weight, bias, groups, eps)
+        ctx.groups = groups
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        return F.silu(y, inplace=True)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, bias = ctx.saved_tensors
-        device, enabled, dtype = ctx.autocast
-        inputs = [t.detach().requires_grad_(need) for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3])]
-        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
-            y = F.silu(F.group_norm(inputs[0], ctx.groups, inputs[1], inputs[2], ctx.eps))
-        wanted = [t for t in inputs if t.requires_grad]
-        grads = iter(torch.autograd.grad(y, wanted, grad) if wanted else ())
-        return (*(next(grads) if t.requires_grad else None for t in inputs), None, None)
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        y = _affine(x, mean, rstd, weight, bias, ctx.groups)
+        g_y = torch.ops.aten.silu_backward(grad, y)
+        g_x, g_w, g_b = _group_norm_backward(g_y, x, mean, rstd, weight, ctx.groups, ctx.needs_input_grad[:3])
+        return g_x, g_w, g_b, None, None
 
 
-def norm_act(norm: nn.GroupNorm, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``act(norm(x))``; memory-lean when ``act`` is SiLU and gradients are being recorded."""
-    if (isinstance(act, nn.SiLU) and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and norm.affine and (x.requires_grad or norm.weight.requires_grad)):
+def _lean_ok(norm: nn.GroupNorm, act: nn.Module, x: torch.Tensor) -> bool:
+    """The recomputing path is exact for fp32/fp64 SiLU after an affine GroupNorm, outside autocast."""
+    return (isinstance(act, nn.SiLU) and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled(x.device.type) and norm.affine
+            and x.dtype == norm.weight.dtype and (x.requires_grad or norm.weight.requires_grad))
+
+
+def norm_act(norm: nn.GroupNorm, act: nn.Module, x: torch.Tensor, recompute: bool = True) -> torch.Tensor:
+    """``act(norm(x))``; memory-lean (``recompute``) when ``act`` is SiLU and gradients are recorded."""
+    if recompute and _lean_ok(norm, act, x):
         return _GroupNormSiLU.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
     return act(norm(x))
 
 
 class _GroupNormSiLUConv(torch.autograd.Function):
-    """conv(dropout(silu(group_norm(x)))) keeping only x (and the dropout mask) for backward."""
+    """conv(dropout(silu(group_norm(x)))) keeping x, the statistics, the dropout mask and, unless
+    ``keep_input`` is False, the conv input (then only GroupNorm(x) is recomputed)."""
 
     @staticmethod
-    def forward(ctx, x, gn_w, gn_b, weight, bias, mask, groups: int, eps: float, padding: int, p: float):
-        a = F.silu(F.group_norm(x, groups, gn_w, gn_b, eps))
+    def forward(ctx, x, gn_w, gn_b, weight, bias, mask, groups: int, eps: float, padding: int, p: float,
+                keep_input: bool):
+        y, mean, rstd = _group_norm_stats(x, gn_w, gn_b, groups, eps)
+        a = F.silu(y, inplace=True)  # y is recomputed in the backward
         if mask is not None:  # inverted dropout with a bool mask (1 byte per element kept)
-            a = a * mask * (1.0 / (1.0 - p))
-        ctx.groups, ctx.eps, ctx.padding, ctx.has_mask, ctx.p = groups, eps, padding, mask is not None, p
-        ctx.save_for_backward(x, gn_w, gn_b, weight, mask)
+            a = a.mul_(mask).mul_(1.0 / (1.0 - p))
+        ctx.groups, ctx.padding, ctx.p = groups, padding, p
+        ctx.save_for_backward(x, gn_w, gn_b, weight, mask, mean, rstd, a if keep_input else None)
         return F.conv2d(a, weight, bias, padding=padding)
 
     @staticmethod
     def backward(ctx, grad):
-        x, gn_w, gn_b, weight, mask = ctx.saved_tensors
+        x, gn_w, gn_b, weight, mask, mean, rstd, a = ctx.saved_tensors
         need = ctx.needs_input_grad
-        inputs = [t.detach().requires_grad_(n) for t, n in zip((x, gn_w, gn_b), need[:3])]
-        with torch.enable_grad():
-            a = F.silu(F.group_norm(inputs[0], ctx.groups, inputs[1], inputs[2], ctx.eps))
-            if ctx.has_mask:
-                a = a * mask * (1.0 / (1.0 - ctx.p))
+        y = _affine(x, mean, rstd, gn_w, gn_b, ctx.groups)
+        if a is None:
+            a = F.silu(y)
+            if mask is not None:
+                a = a.mul_(mask).mul_(1.0 / (1.0 - ctx.p))
         g_a, g_w, g_b = torch.ops.aten.convolution_backward(
-            grad, a.detach(), weight, [weight.shape[0]], [1, 1], [ctx.padding] * 2, [1, 1], False, [0, 0], 1,
+            grad, a, weight, [weight.shape[0]], [1, 1], [ctx.padding] * 2, [1, 1], False, [0, 0], 1,
             [any(need[:3]), need[3], need[4]])
-        wanted = [t for t in inputs if t.requires_grad]
-        grads = iter(torch.autograd.grad(a, wanted, g_a) if wanted else ())
-        return (*(next(grads) if t.requires_grad else None for t in inputs), g_w, g_b, None, None, None, None, None)
+        del a
+        g_x = g_gw = g_gb = None
+        if any(need[:3]):
+            if mask is not None:
+                g_a = g_a.mul_(mask).mul_(1.0 / (1.0 - ctx.p))
+            g_y = torch.ops.aten.silu_backward(g_a, y)
+            g_x, g_gw, g_gb = _group_norm_backward(g_y, x, mean, rstd, gn_w, ctx.groups, need[:3])
+        return g_x, g_gw, g_gb, g_w, g_b, None, None, None, None, None, None
 
 
 def norm_act_conv(norm: nn.GroupNorm, act: nn.Module, conv: nn.Conv2d, x: torch.Tensor,
-                  dropout: nn.Dropout | None = None) -> torch.Tensor:
+                  dropout: nn.Dropout | None = None, recompute: bool | str = True) -> torch.Tensor:
     """``conv(dropout(act(norm(x))))`` for a stride-1 'same' conv.
 
-    When training with SiLU in full precision (no autocast, not compiling), the conv input is not
-    stored: backward recomputes GroupNorm, SiLU and the dropout product from x (the conv weight
-    gradient needs them), so each such pair keeps x and a bool mask instead of three float
-    activations. The dropout mask is drawn here (inverted dropout as ``nn.Dropout``, same
-    distribution, a different random stream). Otherwise the plain ops run.
+    ``recompute=True``: when training with SiLU in full precision (no autocast, not compiling),
+    the conv input is not stored: backward recomputes GroupNorm (from the saved mean and 1/std),
+    SiLU and the dropout product from x (the conv weight gradient needs them), so each such pair
+    keeps x and a bool mask instead of three float activations. ``recompute="norm"``: the conv
+    input is kept and only GroupNorm(x) is recomputed (one fused multiply-add), so each pair keeps
+    one float activation less than autograd. The dropout mask is drawn here (inverted dropout as
+    ``nn.Dropout``, same distribution, a different random stream). Otherwise the plain ops run.
     """
     p = dropout.p if (dropout is not None and dropout.training) else 0.0
-    lean = (isinstance(act, nn.SiLU) and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and not torch.is_autocast_enabled(x.device.type) and norm.affine and conv.bias is not None
-            and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding == (conv.kernel_size[0] // 2,) * 2)
+    lean = (bool(recompute) and _lean_ok(norm, act, x) and conv.bias is not None and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding == (conv.kernel_size[0] // 2,) * 2)
     if not lean:
         h = act(norm(x))
         return conv(dropout(h) if dropout is not None else h)
@@ -95,4 +143,4 @@ def norm_act_conv(norm: nn.GroupNorm, act: nn.Module, conv: nn.Conv2d, x: torch.
     if p > 0:
         mask = torch.empty_like(x, dtype=torch.bool).bernoulli_(1 - p)
     return _GroupNormSiLUConv.apply(x, norm.weight, norm.bias, conv.weight, conv.bias, mask, norm.num_groups,
-                                    norm.eps, conv.padding[0], p)
+                                    norm.eps, conv.padding[0], p, recompute == "norm")

@@ -13,7 +13,7 @@ from torch import nn
 
 from . import fir
 from .layers import conv, dense, group_norm, skip_sum
-from .norm_act import norm_act, norm_act_conv
+from .norm_act import norm_act, norm_act_conv, recompute_enabled
 
 
 class ResBlock(nn.Module):
@@ -25,10 +25,11 @@ class ResBlock(nn.Module):
 
     def __init__(self, act: nn.Module, in_ch: int, out_ch: int | None = None, *, kind: str, temb_dim: int,
                  dropout: float, skip_rescale: bool, init_scale: float, up: bool = False, down: bool = False,
-                 fir_kernel: list[float] | None = None):
+                 fir_kernel: list[float] | None = None, recompute_norm_act: bool | str = "auto"):
         super().__init__()
         out_ch = out_ch or in_ch
         self.act, self.kind, self.up, self.down, self.skip_rescale = act, kind, up, down, skip_rescale
+        self.recompute_norm_act = recompute_norm_act  # see norm_act.recompute_enabled
         if fir_kernel is not None and (up or down):
             self.register_buffer("kernel", fir.make_kernel(fir_kernel, gain=4.0 if up else 1.0), persistent=False)
         else:
@@ -54,14 +55,15 @@ class ResBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, temb_act: torch.Tensor | None = None) -> torch.Tensor:
+        lean = recompute_enabled(self.recompute_norm_act, x)
         if self.up or self.down:
-            h = self.conv0(self._resample(norm_act(self.norm0, self.act, x)))
+            h = self.conv0(self._resample(norm_act(self.norm0, self.act, x, lean)))
             x = self._resample(x)
         else:
-            h = norm_act_conv(self.norm0, self.act, self.conv0, x)
+            h = norm_act_conv(self.norm0, self.act, self.conv0, x, recompute=lean)
         if temb_act is not None:
             h = h + self.temb_proj(temb_act)[:, :, None, None]
-        h = norm_act_conv(self.norm1, self.act, self.conv1, h, self.dropout)
+        h = norm_act_conv(self.norm1, self.act, self.conv1, h, self.dropout, recompute=lean)
         if self.skip is not None:
             x = self.skip(x)
         return skip_sum(x, h, self.skip_rescale)
