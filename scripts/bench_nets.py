@@ -17,6 +17,12 @@ per level), and ``infer`` (no-grad forward, eval mode).
 
     .venv/bin/python scripts/bench_nets.py                       # everything (CPU: ~30 min)
     .venv/bin/python scripts/bench_nets.py --nets digits --modes fp32 reference channels_last --rounds 5
+
+Against the real official code (``--official PATH``: score_sde_pytorch, or a folder holding it),
+see :mod:`bench_official` (same folder) and docs/performance.md:
+
+    .venv/bin/python scripts/bench_nets.py --official ../shared/tools/official-bench --nets ncsnpp ddpmpp \
+        --threads 2 --batch 16 --rounds 4 [--ours lean:recompute_norm_act=true ...]
 """
 
 from __future__ import annotations
@@ -94,10 +100,10 @@ def use_reference_ops():
         out = nin(torch.einsum("bhwij,bcij->bchw", att, v), self.proj.weight[:, :, 0, 0], self.proj.bias)
         return attention.skip_sum(x, out, self.skip_rescale)
 
-    def plain_norm_act(norm, act, x):  # autograd keeps every activation, as the official blocks
+    def plain_norm_act(norm, act, x, *_):  # autograd keeps every activation, as the official blocks
         return act(norm(x))
 
-    def plain_norm_act_conv(norm, act, conv, x, dropout=None):
+    def plain_norm_act_conv(norm, act, conv, x, dropout=None, **_):
         h = act(norm(x))
         return conv(dropout(h) if dropout is not None else h)
 
@@ -197,9 +203,22 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16, help="batch for the CIFAR-10 nets (digits: 4x)")
     ap.add_argument("--rounds", type=int, default=3, help="timed steps per mode (best and median reported)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch default)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[0],
+                    help="intra-op threads (0: torch default); with --official one run per value")
     ap.add_argument("--memory-case", help=argparse.SUPPRESS)
+    ap.add_argument("--official", metavar="PATH", help="compare with score_sde_pytorch at PATH (bench_official.py)")
+    ap.add_argument("--ours", action="append", default=[], metavar="NAME:k=v,...",
+                    help="with --official: also time our network with these NCSNpp options (repeatable)")
+    ap.add_argument("--official-modes", nargs="+", default=["train", "infer", "memory"],
+                    choices=["train", "infer", "memory"])
+    ap.add_argument("--official-case", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.official or args.official_case:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_official
+
+        return bench_official.main(args)
+    args.threads = args.threads[0]
     import torch
 
     if args.threads:

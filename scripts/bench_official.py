@@ -1,0 +1,400 @@
+"""Our networks against the real official score_sde_pytorch, side by side (``bench_nets.py --official``).
+
+Both sides live in one process, built with identical weights (ours from the official state dict
+through ``load_official_state``), checked equal first (eval outputs and input gradients, max
+relative error < 1e-4), then timed interleaved round-robin (official, ours, each ``--ours``
+variant, official, ...) so that load from other processes hits every side alike:
+
+- ``train``: one optimisation step. Official: ``losses.get_step_fn`` (DSM loss + backward + lr
+  warm-up + grad clip + Adam + EMA), as ``run_lib.train``. Ours: the project's ``ScoreModule``
+  driven as Lightning's automatic optimisation does (zero_grad, training_step, backward,
+  on_before_optimizer_step, clip_grad_norm_, Adam, LR schedule, on_train_batch_end with the EMA);
+  the Trainer loop itself is not included (``sgm train`` adds it).
+- ``infer``: one no-grad forward in eval mode.
+- ``memory``: peak growth of a second training step (RSS high-water mark on CPU with glibc's mmap
+  threshold fixed at 64 KiB so freed tensors leave RSS at once; ``max_memory_allocated`` on CUDA),
+  one side per fresh process.
+
+Every report states the CPU (model and SIMD flags), torch, threads, batch, the official commit and
+the load average. ``ml_collections`` (needed by the official configs) is replaced by a minimal
+attribute-dict stand-in when it is not installed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import types
+
+OFFICIAL_CONFIGS = {"ncsnpp": "configs.ve.cifar10_ncsnpp_continuous", "ddpmpp": "configs.vp.cifar10_ddpmpp_continuous"}
+PROJECT_CONFIGS = {"ncsnpp": "cifar10_ncsnpp.yaml", "ddpmpp": "cifar10_ddpmpp.yaml"}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- the official code ------------------------------------------------------------------------
+def official_dir(path: str) -> str:
+    """``path`` itself when it holds ``models/ncsnpp.py``, else its ``score_sde_pytorch`` child."""
+    for cand in (path, os.path.join(path, "score_sde_pytorch")):
+        if os.path.isfile(os.path.join(cand, "models", "ncsnpp.py")):
+            return os.path.abspath(cand)
+    raise SystemExit(f"--official {path}: no score_sde_pytorch (models/ncsnpp.py) there")
+
+
+def official_commit(path: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    for readme in glob.glob(os.path.join(path, "..", "README*")) + glob.glob(os.path.join(path, "README*")):
+        m = re.search(r"commit ([0-9a-f]{7,40})", open(readme, encoding="utf-8", errors="replace").read())
+        if m:
+            return m.group(1)
+    return "unknown"
+
+
+def _ml_collections_stand_in() -> None:
+    try:
+        import ml_collections  # noqa: F401
+        return
+    except ImportError:
+        pass
+
+    class ConfigDict(dict):  # what the official config files use: attribute get/set, to_dict
+        def __getattr__(self, k):
+            try:
+                return self[k]
+            except KeyError:
+                raise AttributeError(k) from None
+
+        def __setattr__(self, k, v):
+            self[k] = v
+
+        def to_dict(self):
+            return {k: v.to_dict() if isinstance(v, ConfigDict) else v for k, v in self.items()}
+
+    sys.modules["ml_collections"] = types.SimpleNamespace(ConfigDict=ConfigDict)
+
+
+def import_official(path: str, device: str):
+    d = official_dir(path)
+    if d not in sys.path:
+        sys.path.insert(0, d)
+    _ml_collections_stand_in()
+    note = ""
+    if device.startswith("cuda"):
+        from op import upfirdn2d as up
+
+        if getattr(up, "upfirdn2d_op", None) is None:  # the CUDA extension is not built: native on CUDA too
+            up.upfirdn2d = lambda x, k, up_=1, down=1, pad=(0, 0): up.upfirdn2d_native(
+                x, k, up_, up_, down, down, pad[0], pad[1], pad[0], pad[1])
+            import models.up_or_down_sampling as uds
+
+            uds.upfirdn2d = up.upfirdn2d
+            note = "official FIR runs upfirdn2d_native on CUDA (extension not built)"
+    return d, note
+
+
+def official_config(net: str, batch: int, device: str):
+    import importlib
+
+    import torch
+
+    cfg = importlib.import_module(OFFICIAL_CONFIGS[net]).get_config()
+    cfg.training.batch_size = batch
+    cfg.device = torch.device(device)
+    return cfg
+
+
+class Official:
+    """The official training state and step, as ``run_lib.train`` builds them."""
+
+    def __init__(self, net: str, batch: int, device: str):
+        import losses
+        import sde_lib
+        import torch
+        from models import ncsnpp  # noqa: F401  (registers the model)
+        from models import utils as mutils
+        from models.ema import ExponentialMovingAverage
+
+        torch.manual_seed(0)
+        self.cfg = cfg = official_config(net, batch, device)
+        self.model = mutils.create_model(cfg)
+        self.ema = ExponentialMovingAverage(self.model.parameters(), decay=cfg.model.ema_rate)
+        self.optimizer = losses.get_optimizer(cfg, self.model.parameters())
+        self.state = dict(optimizer=self.optimizer, model=self.model, ema=self.ema, step=0)
+        m = cfg.model
+        sde = (sde_lib.VESDE(m.sigma_min, m.sigma_max, m.num_scales) if cfg.training.sde.lower() == "vesde"
+               else sde_lib.VPSDE(m.beta_min, m.beta_max, m.num_scales))
+        self.step_fn = losses.get_step_fn(sde, train=True, optimize_fn=losses.optimization_manager(cfg),
+                                          reduce_mean=cfg.training.reduce_mean, continuous=True,
+                                          likelihood_weighting=cfg.training.likelihood_weighting)
+        self.net = self.model.module
+
+    def step(self, x):
+        return float(self.step_fn(self.state, x))
+
+
+class Ours:
+    """``ScoreModule`` (configs/cifar10_*.yaml) with the official weights, stepped as Lightning does."""
+
+    def __init__(self, net: str, batch: int, device: str, official_cfg, state_dict, options: dict):
+        import torch
+
+        from sgm_lightning.config import load_config
+        from sgm_lightning.module import ScoreModule
+        from sgm_lightning.nets import NCSNpp
+        from sgm_lightning.nets.convert import load_official_state, network_kwargs_from_score_sde
+
+        self.cfg = load_config(os.path.join(ROOT, "configs", PROJECT_CONFIGS[net]),
+                               [f"data.batch_size={batch}", "logging.logger=none", "trainer.max_steps=1000"])
+        _, kwargs = network_kwargs_from_score_sde(official_cfg)
+        self.net = NCSNpp(**kwargs, **options)
+        if state_dict is not None:
+            load_official_state(self.net, state_dict)
+        self.module = m = ScoreModule(self.cfg, net=self.net.to(device)).to(device).train()
+        opt = m.configure_optimizers()
+        self.optimizer, self.sched = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
+        m.trainer = types.SimpleNamespace(optimizers=[self.optimizer], global_step=0, global_rank=0, local_rank=0,
+                                          world_size=1)
+        m.log = lambda *a, **k: None  # Lightning's logger connector is not part of this path
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.clip, self.i, self.torch = self.cfg.optim.grad_clip, 0, torch
+
+    def step(self, x):
+        m, torch = self.module, self.torch
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = m.training_step(x, self.i)
+        loss.backward()
+        m.on_before_optimizer_step(self.optimizer)
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.optimizer.step()
+        self.sched.step()
+        m.trainer.global_step += 1
+        m.on_train_batch_end(loss, x, self.i)
+        self.i += 1
+        return float(loss)
+
+
+def parse_variants(specs: list[str]) -> dict[str, dict]:
+    """``["lean:recompute_norm_act=true,memory_format=channels_last"]`` -> {"lean": {...}}."""
+    import yaml
+
+    out: dict[str, dict] = {"ours": {}}
+    for spec in specs:
+        name, _, opts = spec.partition(":")
+        out[name] = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in opts.split(",") if kv)}
+    return out
+
+
+def inputs(net: str, cfg, batch: int, device: str):
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, 3, 32, 32, generator=g)
+    x = x * 2 - 1 if cfg.data.centered else x  # the official data scaler
+    labels = (0.01 * (50 / 0.01) ** torch.rand(batch, generator=g) if net == "ncsnpp"
+              else torch.rand(batch, generator=g) * 999)
+    return x.to(device), labels.to(device)
+
+
+def check_equal(off: Official, ours: dict, net: str, device: str) -> dict[str, float]:
+    """Max relative error of eval outputs and input gradients, ours vs official, batch 4."""
+    x, labels = inputs(net, off.cfg, 4, device)
+
+    def run(model):
+        model.eval()
+        xx = x.clone().requires_grad_(True)
+        out = model(xx, labels)
+        (g,) = __import__("torch").autograd.grad(out.square().mean(), xx)
+        model.train()
+        return out.detach(), g
+
+    o_out, o_g = run(off.net)
+    errs = {}
+    for name, side in ours.items():
+        out, g = run(side.net)
+        errs[name] = max(float((out - o_out).abs().max() / o_out.abs().max()),
+                         float((g - o_g).abs().max() / o_g.abs().max()))
+    return errs
+
+
+def cpu_description() -> str:
+    import torch
+
+    model = platform.processor() or "?"
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("?", "x86_64", ""):
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    keep = sorted(f for f in flags if f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+                                            "amx_bf16", "amx_tile", "avx_vnni"))
+    return (f"{model}; flags {' '.join(keep) or '-'}; {os.cpu_count()} CPUs; torch {torch.__version__} "
+            f"(CPU capability {torch.backends.cpu.get_cpu_capability()})")
+
+
+def loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def time_sides(fns: dict, rounds: int, sync) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process-CPU seconds per call of each side, round-robin after one warm-up call each."""
+    for fn in fns.values():  # warm-up (allocator, Adam state, oneDNN primitives)
+        fn()
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            sync()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def memory_child(args) -> None:
+    """One side's peak growth over a second training step, printed as JSON (fresh process)."""
+    import torch
+
+    net, side, threads = args.official_case.split(":")
+    torch.set_num_threads(int(threads))
+    import_official(args.official, args.device)
+    cfg = official_config(net, args.batch, args.device)
+    obj = (Official(net, args.batch, args.device) if side == "official"
+           else Ours(net, args.batch, args.device, cfg, None, parse_variants(args.ours)[side]))
+    x, _ = inputs(net, cfg, args.batch, args.device)
+    obj.step(x)  # step 1 allocates the optimiser state
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        base = _rss()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := current RSS
+    obj.step(x)
+    peak = torch.cuda.max_memory_allocated() if cuda else _hwm()
+    print(json.dumps({"peak_growth_gib": (peak - base) / 2**30}))
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _hwm() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(ln for ln in f if ln.startswith("VmHWM:")).split()[1]) * 1024
+
+
+def memory(net: str, sides: list[str], args, threads: int) -> dict[str, float]:
+    out = {}
+    for side in sides:
+        cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench_nets.py"), "--official", args.official,
+               "--official-case", f"{net}:{side}:{threads}", "--batch", str(args.batch), "--device", args.device]
+        for spec in args.ours:
+            cmd += ["--ours", spec]
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+        try:
+            out[side] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_growth_gib"]
+        except (IndexError, ValueError, KeyError):
+            print(proc.stderr[-2000:], file=sys.stderr)
+            out[side] = float("nan")
+    return out
+
+
+def main(args) -> None:
+    import torch
+
+    if args.official_case:
+        return memory_child(args)
+    path, note = import_official(args.official, args.device)
+    nets = [n for n in args.nets if n in OFFICIAL_CONFIGS] or list(OFFICIAL_CONFIGS)
+    variants = parse_variants(args.ours)
+    commit = official_commit(path)
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    dev = torch.cuda.get_device_name() if cuda else cpu_description()
+    print(f"# device: {dev}\n# official: {path} (commit {commit}){'; ' + note if note else ''}\n"
+          f"# batch {args.batch}, rounds {args.rounds} (+1 warm-up), fp32, interleaved; ratio = ours / official "
+          f"(speed: best-of-rounds img/s, median in brackets; memory: peak growth of a training step)", flush=True)
+    rows = []
+    for threads in args.threads:
+        if threads:
+            torch.set_num_threads(threads)
+        for net in nets:
+            load0 = loadavg()
+            off = Official(net, args.batch, args.device)
+            sd = off.net.state_dict()
+            ours = {name: Ours(net, args.batch, args.device, off.cfg, sd, opts) for name, opts in variants.items()}
+            errs = check_equal(off, ours, net, args.device)
+            bad = {k: e for k, e in errs.items() if not e < 1e-4}
+            if bad:
+                raise SystemExit(f"{net}: outputs differ from the official network (max rel err {bad})")
+            x, labels = inputs(net, off.cfg, args.batch, args.device)
+            sides = {"official": off, **ours}
+            for mode in [m for m in args.official_modes if m != "memory"]:
+                if mode == "train":
+                    fns = {k: (lambda s=s: s.step(x)) for k, s in sides.items()}
+                else:
+                    def infer(s):
+                        def run():
+                            s.net.eval()
+                            with torch.no_grad():
+                                s.net(x, labels)
+                            s.net.train()
+                        return run
+                    fns = {k: infer(s) for k, s in sides.items()}
+                t, c = time_sides(fns, args.rounds, sync)
+                for k in ours:
+                    rows.append((net, mode, torch.get_num_threads(), k,
+                                 args.batch / min(t[k]), args.batch / min(t["official"]),
+                                 min(t["official"]) / min(t[k]),
+                                 statistics.median(t["official"]) / statistics.median(t[k]),
+                                 max(errs[k], 0.0), f"{load0} -> {loadavg()}", min(c["official"]) / min(c[k])))
+                    print(_fmt(rows[-1]), flush=True)
+            del off, ours, sides
+            if "memory" in args.official_modes:
+                mem = memory(net, ["official", *variants], args, torch.get_num_threads())
+                for k in variants:
+                    rows.append((net, "memory", torch.get_num_threads(), k, mem[k], mem["official"],
+                                 mem[k] / mem["official"], None, errs[k], loadavg(), None))
+                    print(_fmt(rows[-1]), flush=True)
+    print("\n| net | measure | threads | ours (variant) | ours | official | ours / official: best (median) "
+          "| CPU time | load (1, 5, 15 min) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        unit = "GiB" if r[1] == "memory" else "img/s"
+        ratio = f"{r[6]:.2f}x" + (f" ({r[7]:.2f}x)" if r[7] is not None else "")
+        cpu = f"{r[10]:.2f}x" if r[10] is not None else "-"
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3f} {unit} | {r[5]:.3f} {unit} | {ratio} | {cpu} "
+              f"| {r[9]} |")
+
+
+def _fmt(r) -> str:
+    med = f" (median {r[7]:.2f}x, CPU time {r[10]:.2f}x)" if r[7] is not None else ""
+    unit = "GiB" if r[1] == "memory" else "img/s"
+    return (f"{r[0]:7} {r[1]:6} threads={r[2]} {r[3]:12} ours {r[4]:8.3f} {unit}  official {r[5]:8.3f} {unit}  "
+            f"ratio {r[6]:.2f}x{med}  equal(max rel err {r[8]:.1e})  load {r[9]}")
