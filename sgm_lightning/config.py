@@ -214,6 +214,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         raise ValueError(_describe(err, p)) from None
     _arch_from_preset(cfg, given)
     validate(cfg)
+    _check_image_network(cfg)
     return cfg
 
 
@@ -267,6 +268,7 @@ def config_from_yaml(text: str) -> DictConfig:
         raise ValueError(_describe(err, "the saved config")) from None
     except yaml.YAMLError as err:
         raise ValueError(_yaml_error(err, "the saved config")) from None
+    _arch_from_preset(cfg, OmegaConf.create())  # configs saved before arch followed the preset
     validate(cfg)
     return cfg
 
@@ -391,16 +393,23 @@ def _validate_run_name(name) -> None:
 
 
 def _validate_network_for_data(cfg: DictConfig) -> None:
-    """Point data need the MLP; images need an image network (a preset or a non-mlp arch)."""
+    """Point data need the MLP (an image network would fail on the first batch with a shape error)."""
     m, ds = cfg.model, cfg.data.dataset
     mlp = m.preset is None and m.arch == "mlp"
     if ds in POINT_DATASETS:
         _check(mlp, "model.preset" if m.preset is not None else "model.arch",
                f"data.dataset={ds} is a point dataset; it needs model.arch=mlp and no model.preset "
                f"(got arch={m.arch!r}, preset={m.preset!r})")
-    else:
-        _check(not mlp, "model.arch", f"data.dataset={ds} is an image dataset and model.arch=mlp works on "
-               "points; set model.preset (e.g. ncsnpp_digits) or an image model.arch")
+
+
+
+def _check_image_network(cfg: DictConfig) -> None:
+    """An image dataset needs an image network (checked for configs a user writes; a config made
+    in code, e.g. for an official checkpoint, may carry its network separately)."""
+    m, ds = cfg.model, cfg.data.dataset
+    _check(ds in POINT_DATASETS or not (m.preset is None and m.arch == "mlp"), "model.arch",
+           f"data.dataset={ds} is an image dataset and model.arch=mlp works on points; set model.preset "
+           "(e.g. ncsnpp_digits) or an image model.arch")
 
 
 def _validate_sampler_names(sm) -> None:

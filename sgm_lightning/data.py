@@ -90,27 +90,86 @@ def digits_images(image_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ImageFiles(Dataset):
-    """Every image file in a folder tree (no class sub-folders needed), sorted by path."""
+    """Every image file in a folder tree (no class sub-folders needed), sorted by path.
 
-    def __init__(self, root: str | Path, transform=None):
+    Each file's header is read up front: a file that is not an image stops the run naming it
+    (``bad_images="fail"``, the default) or is left out with a warning (``"skip"``). A file
+    whose pixels turn out unreadable later (truncated) is handled the same way when it is read
+    (``skip`` serves the next readable file instead). 16-bit greyscale files are scaled by their
+    bit depth (see :func:`load_image`).
+    """
+
+    def __init__(self, root: str | Path, transform=None, bad_images: str = "fail"):
         from torchvision.datasets.folder import IMG_EXTENSIONS
 
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root: image_folder looked in {str(self.root)!r}, which is not a folder")
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
-        if not self.files:
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+        if not files:
             raise FileNotFoundError(f"data.root: no image files ({', '.join(IMG_EXTENSIONS)}) under {str(self.root)!r}")
-        self.transform = transform
+        self.bad_images, self.transform = bad_images, transform
+        bad = [(p, err) for p, err in ((p, _header_error(p)) for p in files) if err is not None]
+        if bad and bad_images == "fail":
+            p, err = bad[0]
+            raise ValueError(f"data.root: {p} is not a readable image ({err}); {len(bad)} such file(s) under "
+                             f"{self.root}; remove them or set data.bad_images=skip")
+        if bad:
+            import warnings
+
+            warnings.warn(f"data.bad_images=skip: left out {len(bad)} unreadable file(s), e.g. {bad[0][0]}")
+        skip = {p for p, _ in bad}
+        self.files = [p for p in files if p not in skip]
+        if not self.files:
+            raise FileNotFoundError(f"data.root: no readable image files under {str(self.root)!r}")
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i):
-        from torchvision.datasets.folder import default_loader
+        for j in range(len(self.files)):
+            path = self.files[(i + j) % len(self.files)]
+            try:
+                img = load_image(path)
+            except ValueError:
+                if self.bad_images == "fail":
+                    raise
+                continue
+            return self.transform(img) if self.transform else img
+        raise ValueError(f"data.root: no readable image files under {self.root}")
 
-        img = default_loader(str(self.files[i]))
-        return self.transform(img) if self.transform else img
+
+def _header_error(path: Path) -> str | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.size  # noqa: B018 - the header is parsed on open
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def load_image(path: str | Path):
+    """An image file as an 8-bit RGB PIL image. 16-bit greyscale (PNG ``I;16`` / ``I``) is scaled
+    by its bit depth (v / 65535, so 30000 stays 0.46, not white); float or 32-bit integer images
+    are refused. Unreadable or truncated files raise ValueError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode, fmt = img.mode, img.format
+            if mode.startswith("I;16") or (mode == "I" and fmt == "PNG"):  # PNG ints are at most 16 bits
+                arr = np.asarray(img).astype(np.float64)
+                return Image.fromarray(np.round(arr / 65535.0 * 255.0).clip(0, 255).astype(np.uint8)).convert("RGB")
+            if mode in ("I", "F"):
+                raise ValueError(f"data.root: {path} holds {'float' if mode == 'F' else '32-bit integer'} pixels "
+                                 f"(mode {mode}); convert it to an 8- or 16-bit PNG/JPEG")
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"data.root: {path} is not a readable image ({type(err).__name__}: {err}); "
+                         "remove it or set data.bad_images=skip") from None
 
 
 class _Images(Dataset):
@@ -162,27 +221,55 @@ def _mnist_like(cfg, cls_name: str, transform):
         ) from err
 
 
+class CIFAR10Batches(Dataset):
+    """CIFAR-10's python batches (``data_batch_1..5`` or ``test_batch``) under
+    ``<root>/cifar-10-batches-py``, read with :func:`~sgm_lightning.safe_pickle.load_data_pickle`
+    (torchvision's loader calls ``pickle.load``, which runs whatever code a file holds). Items
+    ``(PIL image, label)`` as torchvision's CIFAR10; presence is checked, not md5, so subsets work."""
+
+    FOLDER = "cifar-10-batches-py"
+    TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+
+    def __init__(self, root: str | Path, train: bool = True, transform=None):
+        from .safe_pickle import load_data_pickle
+
+        base = Path(root) / self.FOLDER
+        names = self.TRAIN if train else ["test_batch"]
+        missing = [n for n in names if not (base / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"data.root: cifar10 not found in {str(base)!r} (missing {', '.join(missing)}; "
+                                    f"needs data_batch_1..5, test_batch); {_HOW}")
+        data, labels = [], []
+        for n in names:
+            entry = load_data_pickle(base / n)
+            entry = {(k.decode() if isinstance(k, bytes) else k): v for k, v in entry.items()} \
+                if isinstance(entry, dict) else None
+            x = None if entry is None else entry.get("data")
+            if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+                raise ValueError(f"data.root: {base / n} is not a CIFAR-10 batch (a dict with 'data': uint8 N x 3072)")
+            data.append(x)
+            labels += list(entry.get("labels", entry.get("fine_labels", [0] * len(x))))
+        self.data = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        self.targets, self.transform = labels, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.data[i])
+        return (self.transform(img) if self.transform else img), self.targets[i]
+
+
 def _cifar10(cfg, transform):
-    from torchvision.datasets import CIFAR10
+    where = Path(cfg.root) / CIFAR10Batches.FOLDER
+    if cfg.download and not where.exists():  # the official archive, md5-checked, unpacked only
+        from torchvision.datasets import CIFAR10
+        from torchvision.datasets.utils import download_and_extract_archive
 
-    class LocalCIFAR10(CIFAR10):
-        # the official python batches, checked for presence (not md5, so subsets and copies work)
-        def _check_integrity(self) -> bool:
-            base = Path(self.root) / self.base_folder
-            return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
-
-        def _load_meta(self) -> None:  # class names are not needed (unconditional models)
-            self.classes, self.class_to_idx = [], {}
-
-    where = Path(cfg.root) / LocalCIFAR10.base_folder
-    if cfg.download and not where.exists():
-        CIFAR10(cfg.root, train=True, download=True)
-    try:
-        return LocalCIFAR10(cfg.root, train=True, download=False, transform=transform)
-    except RuntimeError as err:
-        raise FileNotFoundError(
-            f"data.root: cifar10 not found in {str(where)!r} (data_batch_1..5, test_batch, batches.meta); {_HOW}"
-        ) from err
+        download_and_extract_archive(CIFAR10.url, cfg.root, filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+    return CIFAR10Batches(cfg.root, train=True, transform=transform)
 
 
 class CelebAImages(Dataset):
@@ -290,7 +377,8 @@ def image_dataset(cfg, train: bool = True) -> Dataset:
     if name == "lsun":
         return _lsun(cfg, _transform(cfg, train, False))
     if name == "image_folder":
-        return ImageFiles(cfg.root, transform=_transform(cfg, train, grayscale=False))
+        return ImageFiles(cfg.root, transform=_transform(cfg, train, grayscale=False),
+                          bad_images=cfg.get("bad_images", "fail"))
     raise ValueError(f"data.dataset: {name!r} is not an image dataset")
 
 

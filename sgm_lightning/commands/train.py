@@ -36,7 +36,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    res = train(cfg, config_name=resolve_config_path(args.config).stem)
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in args.overrides]
+    res = train(cfg, config_name=resolve_config_path(args.config).stem, resume_overrides=keys)
     if res.trainer.is_global_zero:
         print(f"run folder: {res.run_dir}  (last.ckpt, config.yaml, best checkpoints)")
         if res.grid is not None:
@@ -54,7 +55,11 @@ class TrainResult:
 
 # --- the run folder ------------------------------------------------------------------------
 def resolve_run(cfg, config_name: str) -> tuple[str, Path, str | None]:
-    """``(run name, run folder, checkpoint to resume from or None)``; checks resume paths first."""
+    """``(run name, run folder, checkpoint to resume from or None)``; checks resume paths first.
+
+    ``resume=PATH`` continues in the checkpoint's own folder (also after the run was moved or
+    renamed) unless ``name`` is given. A new run never reuses a folder that holds a run.
+    """
     root = Path(cfg.checkpoint.dir)
     resume, name = cfg.resume, cfg.name or os.environ.get(RUN_NAME_ENV)
     if resume == "last":
@@ -70,12 +75,72 @@ def resolve_run(cfg, config_name: str) -> tuple[str, Path, str | None]:
         ckpt = Path(resume)
         if not ckpt.is_file():
             raise FileNotFoundError(f"resume: no such checkpoint {str(ckpt)!r}")
-        name = name or ckpt.parent.name
-        return name, root / name, str(ckpt)
+        if name:
+            return name, root / name, str(ckpt)
+        return ckpt.parent.name, ckpt.parent, str(ckpt)
     if not name:  # every process of a multi-process launch must agree on it: prefer the job's id
         job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "none")
         name = f"{config_name}-{job}" if job != "none" else f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return name, root / name, None
+    run_dir = root / name
+    if (run_dir / "last.ckpt").exists() and not os.environ.get(RUN_NAME_ENV):
+        raise ValueError(f"name: {run_dir} already holds a run (last.ckpt); continue it with resume=last name={name}, "
+                         "or choose another name")
+    return name, run_dir, None
+
+
+#: config keys a resumed run may change (length, logging, sampling, hardware); the rest must
+#: match the checkpoint, or the resumed run would not be the run it continues
+RESUME_SAFE = (
+    "name", "resume", "num_threads", "logging", "sample", "eval", "checkpoint.save_top_k",
+    "checkpoint.every_n_train_steps", "data.root", "data.download", "data.num_workers", "data.val_batch_size",
+    "trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.val_check_interval",
+    "trainer.check_val_every_n_epoch", "trainer.limit_val_batches", "trainer.num_sanity_val_steps",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.accelerator", "trainer.devices",
+    "trainer.num_nodes", "trainer.strategy",
+)
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: node}
+
+
+def resume_config(saved, given, keys: list[str] | None = None):
+    """The config of a resumed run: the checkpoint's ``saved`` config with the values of ``given``
+    applied for ``keys`` (the command line's overrides; default: every key where they differ).
+    A changed key outside :data:`RESUME_SAFE` is a ValueError naming it."""
+    from ..config import validate
+
+    old = _flat(OmegaConf.to_container(saved, resolve=True))
+    new = _flat(OmegaConf.to_container(given, resolve=True))
+    if keys is None:
+        keys = sorted(set(old) | set(new))
+    changed = {}
+    for key in keys:
+        for k in sorted(k for k in set(old) | set(new) if k == key or k.startswith(key + ".")):
+            if old.get(k) != new.get(k):
+                changed[k] = new.get(k)
+    for k, v in changed.items():
+        if not any(k == s or k.startswith(s + ".") for s in RESUME_SAFE):
+            raise ValueError(f"{k}: cannot change when resuming (the checkpoint was trained with {old.get(k)!r}, "
+                             f"got {v!r}); drop the override, or start a new run without resume=")
+    cfg = saved.copy()
+    for k, v in changed.items():
+        OmegaConf.update(cfg, k, v, merge=False, force_add=True)
+    validate(cfg)
+    return cfg
+
+
+def _resume_config_name(run_dir: Path) -> Path:
+    """``config-resume-N.yaml``, N the first free number: a resume never overwrites config.yaml."""
+    n = 1
+    while (run_dir / f"config-resume-{n}.yaml").exists():
+        n += 1
+    return run_dir / f"config-resume-{n}.yaml"
 
 
 # --- builders --------------------------------------------------------------------------
@@ -83,16 +148,18 @@ def build_callbacks(cfg, run_dir: Path) -> list:
     """Checkpointing (last + best-k by val/loss), sample grids (EMA weights), the progress bar."""
     from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
-    from ..module import FinalCheckpoint
+    from ..guards import NonFiniteGuard, SaveLast
 
     ck = cfg.checkpoint
     callbacks = [
+        NonFiniteGuard(cfg),  # first: a non-finite state stops the run before anything saves it
+        SaveLast(run_dir / "last.ckpt"),
+        # one last.ckpt, replaced in place (no last-v1.ckpt when a resumed run finds it there)
         ModelCheckpoint(
             dirpath=run_dir, filename="step{step:07d}-loss{val/loss:.4f}", auto_insert_metric_name=False,
             monitor="val/loss", mode="min", save_top_k=ck.save_top_k, save_last=True,
-            every_n_train_steps=ck.every_n_train_steps,
+            every_n_train_steps=ck.every_n_train_steps, enable_version_counter=False,
         ),
-        FinalCheckpoint(run_dir / "last.ckpt"),
     ]
     if cfg.sample.at_end or cfg.sample.every_n_steps:
         from ..callbacks import SamplingCallback
@@ -146,26 +213,72 @@ def build_logger(cfg, run_name: str, config_name: str):
 
 def build_trainer(cfg, callbacks: list, logger):
     import pytorch_lightning as pl
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    from ..guards import AtomicCheckpointIO
 
     opts = dict(OmegaConf.to_container(cfg.trainer, resolve=True))
-    return pl.Trainer(
-        callbacks=callbacks, logger=logger, gradient_clip_val=cfg.optim.grad_clip,
-        log_every_n_steps=cfg.logging.log_every_n_steps, default_root_dir=cfg.checkpoint.dir, **opts,
-    )
+    plugins = opts.pop("plugins", None) or []
+    plugins = (list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]) + [AtomicCheckpointIO()]
+    try:
+        return pl.Trainer(
+            callbacks=callbacks, logger=logger, gradient_clip_val=cfg.optim.grad_clip, plugins=plugins,
+            log_every_n_steps=cfg.logging.log_every_n_steps, default_root_dir=cfg.checkpoint.dir, **opts,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:  # e.g. devices=5 on 2 GPUs
+        raise ValueError(f"trainer: {' '.join(str(err).split())}") from None
+
+
+def check_batches(datamodule, cfg, world: int) -> None:
+    """At least one full training batch per device (batches are drop_last), before training."""
+    n = len(datamodule.train_set)
+    per_device = n // max(1, world)
+    if per_device < cfg.data.batch_size:
+        raise ValueError(
+            f"data.batch_size: {cfg.data.batch_size} per device is more than the {n} training items "
+            f"({per_device} per device on {world}) after holding out {len(datamodule.val_set)} for validation; "
+            f"set data.batch_size <= {per_device} or use more data"
+        )
+
+
+def check_paths(cfg, run_dir: Path) -> None:
+    """Every folder the run writes is a folder we can write, checked before anything is written."""
+    from ..paths import check_output_dir
+
+    check_output_dir(run_dir, "checkpoint.dir")
+    if cfg.logging.logger != "none":
+        check_output_dir(cfg.logging.save_dir, "logging.save_dir")
 
 
 # --- the run -------------------------------------------------------------------------------
-def train(cfg, config_name: str = "run", callbacks: list | None = None) -> TrainResult:
+def train(cfg, config_name: str = "run", callbacks: list | None = None,
+          resume_overrides: list[str] | None = None) -> TrainResult:
     """Train from a validated config; returns the module, trainer, run folder and sample grid.
 
     ``callbacks``: extra Lightning callbacks, appended to :func:`build_callbacks`'s.
+    With ``resume``, the run continues with the checkpoint's config; ``resume_overrides`` (the
+    keys given on the command line; default: every key where ``cfg`` differs) may change only
+    :data:`RESUME_SAFE` keys. Raises :class:`~sgm_lightning.errors.RunFailed` when the loss turns
+    non-finite and :class:`~sgm_lightning.errors.Interrupted` after a Ctrl-C (last.ckpt saved).
     """
     import pytorch_lightning as pl
 
+    from ..config import check_accelerator
     from ..data import SGMDataModule
+    from ..errors import Interrupted
+    from ..guards import SaveLast
     from ..module import ScoreModule
+    from ..paths import write_text_atomic
 
     name, run_dir, ckpt = resolve_run(cfg, config_name)
+    if ckpt is not None:  # the checkpoint's own config, with only the changes a resume allows
+        from ..config import config_from_yaml
+        from ..guards import read_checkpoint
+
+        saved = config_from_yaml(read_checkpoint(ckpt)["sgm_config"])
+        cfg = resume_config(saved, cfg, resume_overrides)
+    check_paths(cfg, run_dir)
+    check_accelerator(cfg.trainer.get("accelerator", "auto"), "trainer.accelerator")
     os.environ[RUN_NAME_ENV] = name
     if cfg.num_threads:
         import torch
@@ -174,12 +287,18 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None) -> Train
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = ScoreModule(cfg)  # builds the network: bad model.kwargs fail here, before any data
     datamodule = SGMDataModule(cfg.data, seed=cfg.seed)
-    trainer = build_trainer(cfg, build_callbacks(cfg, run_dir) + list(callbacks or []),
-                            build_logger(cfg, name, config_name))
+    datamodule.setup("fit")  # reads the data now: a bad file or too few items fail before any output
+    all_callbacks = build_callbacks(cfg, run_dir) + list(callbacks or [])
+    trainer = build_trainer(cfg, all_callbacks, build_logger(cfg, name, config_name))
+    check_batches(datamodule, cfg, trainer.world_size)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        write_text_atomic(_resume_config_name(run_dir) if ckpt else run_dir / "config.yaml", to_yaml(cfg))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    save_last = next(c for c in all_callbacks if isinstance(c, SaveLast))
+    if save_last.interrupted:
+        raise Interrupted(f"interrupted (Ctrl-C) at step {trainer.global_step}; saved {run_dir / 'last.ckpt'}; "
+                          f"continue with: sgm train resume=last name={name} (and the same --config)")
     grid = None
     # ddp_spawn / ddp_fork: the trained EMA lives in the worker processes, not in this one
     spawned = getattr(trainer.strategy, "_start_method", "popen") != "popen"

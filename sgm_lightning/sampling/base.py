@@ -16,6 +16,7 @@ Every sampler in this package follows one convention:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,15 @@ class SampleResult:
     nfe: int
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:  # one check per run: NaN samples never pass silently
+        if isinstance(self.x, torch.Tensor) and self.x.is_floating_point() and self.x.device.type != "meta":
+            finite = torch.isfinite(self.x.reshape(self.x.shape[0], -1)).all(1) if self.x.ndim else None
+            if finite is not None and not bool(finite.all()):
+                bad = int((~finite).sum())
+                warnings.warn(f"sampler: {bad} of {self.x.shape[0]} samples hold NaN or inf values (the score "
+                              "function returned non-finite values or the steps diverged; check the model, "
+                              "the step count and snr / step_lr)", RuntimeWarning, stacklevel=3)
+
 
 class CountedScore:
     """Wraps a score_fn, counts its calls, and checks the first output's shape."""
@@ -53,6 +63,9 @@ class CountedScore:
                     f"shape: score_fn returned {tuple(s.shape)} for x of shape {tuple(x.shape)}; "
                     "the sample shape must match what the score function expects"
                 )
+            if not bool(torch.isfinite(s).all()):  # a broken model: stop before a whole run of NaN
+                raise ValueError(f"score_fn: returned NaN or inf at its first call (t={float(t.reshape(-1)[0]):g}) "
+                                 "for finite x; the model or its weights are broken")
             self._checked = True
         return s
 
@@ -110,9 +123,20 @@ def start(sde: SDE, score_fn, shape, x_init, generator: GeneratorLike, device, d
     ``x`` is ``x_init`` (cloned) or a prior sample N(0, prior_std^2 I); per-sample seeds are
     turned into generators once, so every later draw advances each sample's own stream.
     """
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype: samplers work in a floating-point dtype (float32, float64), got {dtype}")
+    if device is not None and torch.device(device).type == "meta":
+        raise ValueError("device: 'meta' tensors hold no values; sample on cpu or cuda")
     if x_init is not None:
         if not isinstance(x_init, torch.Tensor):
             raise ValueError(f"x_init: expected a tensor (B, ...), got {type(x_init).__name__}")
+        if not x_init.is_floating_point():
+            raise ValueError(f"x_init: expected a floating-point tensor, got {x_init.dtype}; convert it with .float()")
+        if x_init.device.type == "meta":
+            raise ValueError("x_init: a 'meta' tensor holds no values; pass a tensor on cpu or cuda")
+        if not bool(torch.isfinite(x_init).all()):
+            bad = int((~torch.isfinite(x_init.reshape(x_init.shape[0], -1)).all(1)).sum()) if x_init.ndim else 1
+            raise ValueError(f"x_init: {bad} of {x_init.shape[0] if x_init.ndim else 1} start states hold NaN or inf")
         if shape is not None and tuple(shape) != tuple(x_init.shape):
             raise ValueError(f"shape, x_init: shape {tuple(shape)} differs from x_init's {tuple(x_init.shape)}")
         shape = x_init.shape

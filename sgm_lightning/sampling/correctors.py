@@ -35,7 +35,11 @@ def corrector_alpha(sde: SDE, t: torch.Tensor):
 
 def _norms(v: torch.Tensor, norms: str) -> torch.Tensor:
     n = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1)
-    return n.mean() if norms == "batch" else n
+    if norms != "batch":
+        return n
+    # the batch mean over finite rows only: one sample gone NaN must not poison the whole batch
+    finite = torch.isfinite(n)
+    return torch.where(finite, n, 0).sum() / finite.sum().clamp_min(1)
 
 
 def langevin_update(score_fn: ScoreFn, x, t, z, sqrt_alpha, snr: float, norms: str = "batch"):
