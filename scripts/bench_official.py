@@ -22,6 +22,7 @@ attribute-dict stand-in when it is not installed.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -143,10 +144,22 @@ class Official:
 
 
 class Ours:
-    """``ScoreModule`` (configs/cifar10_*.yaml) with the official weights, stepped as Lightning does."""
+    """``ScoreModule`` (configs/cifar10_*.yaml) with the official weights, stepped as Lightning does.
+
+    ``options``: NCSNpp keyword options, plus two step options: ``autocast=bf16`` (the loss and
+    forward under bf16 autocast, as ``trainer.precision=bf16-mixed``) and ``compile=true``
+    (``torch.compile`` of the network).
+    """
 
     def __init__(self, net: str, batch: int, device: str, official_cfg, state_dict, options: dict):
+        import contextlib
+
         import torch
+
+        options = dict(options)
+        amp, compiled = options.pop("autocast", None), options.pop("compile", False)
+        self.autocast = (torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if amp == "bf16"
+                         else contextlib.nullcontext())
 
         from sgm_lightning.config import load_config
         from sgm_lightning.module import ScoreModule
@@ -160,6 +173,9 @@ class Ours:
         if state_dict is not None:
             load_official_state(self.net, state_dict)
         self.module = m = ScoreModule(self.cfg, net=self.net.to(device)).to(device).train()
+        if compiled:
+            m.net = torch.compile(self.net)
+        self.forward = m.net
         opt = m.configure_optimizers()
         self.optimizer, self.sched = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
         m.trainer = types.SimpleNamespace(optimizers=[self.optimizer], global_step=0, global_rank=0, local_rank=0,
@@ -171,7 +187,8 @@ class Ours:
     def step(self, x):
         m, torch = self.module, self.torch
         self.optimizer.zero_grad(set_to_none=True)
-        loss = m.training_step(x, self.i)
+        with self.autocast:
+            loss = m.training_step(x, self.i)
         loss.backward()
         m.on_before_optimizer_step(self.optimizer)
         if self.clip is not None:
@@ -363,8 +380,8 @@ def main(args) -> None:
                     def infer(s):
                         def run():
                             s.net.eval()
-                            with torch.no_grad():
-                                s.net(x, labels)
+                            with torch.no_grad(), getattr(s, "autocast", contextlib.nullcontext()):
+                                getattr(s, "forward", s.net)(x, labels)
                             s.net.train()
                         return run
                     fns = {k: infer(s) for k, s in sides.items()}

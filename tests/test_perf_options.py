@@ -1,0 +1,73 @@
+"""The speed/memory switches of NCSN++ change how, never what: same outputs and gradients."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sgm_lightning.nets import NCSNpp
+from sgm_lightning.nets.attention import AttnBlock
+from sgm_lightning.nets.fir import naive_upsample
+
+TINY = dict(image_size=8, num_channels=2, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
+            dropout=0.0)
+
+
+def _grads(net, x, s):
+    torch.manual_seed(1)
+    out = net.train()(x, s)
+    out.square().mean().backward()
+    return out.detach(), torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("kind", [dict(), dict(resblock_type="ddpm", fir=False, embedding_type="positional",
+                                                progressive_input="none", scale_by_sigma=False)])
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("recompute", [True, "norm"])
+def test_recompute_and_layout_give_the_plain_networks_gradients(kind, memory_format, recompute):
+    """float64, so the only differences are rounding (recomputed GroupNorm: one fused multiply-add)."""
+    torch.manual_seed(0)
+    ref = NCSNpp(**TINY, **kind, recompute_norm_act=False, memory_format="contiguous").double()
+    net = NCSNpp(**TINY, **kind, recompute_norm_act=recompute, memory_format=memory_format).double()
+    net.load_state_dict(ref.state_dict())
+    with torch.no_grad():  # O(1) weights everywhere (fresh init zeroes the output convs)
+        for p, q in zip(ref.parameters(), net.parameters()):
+            p.add_(0.1 * torch.randn_like(p)), q.copy_(p)
+    x = torch.rand(2, 2, 8, 8, dtype=torch.float64)
+    s = torch.tensor([0.5, 5.0], dtype=torch.float64) if "embedding_type" not in kind else torch.tensor([3.0, 700.0])
+    out_ref, g_ref = _grads(ref, x, s)
+    out, g = _grads(net, x, s)
+    assert out.is_contiguous()  # the caller's layout comes back
+    torch.testing.assert_close(out, out_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_bad_switch_values_name_the_option():
+    with pytest.raises(ValueError, match="recompute_norm_act"):
+        NCSNpp(**TINY, recompute_norm_act="sometimes")
+    with pytest.raises(ValueError, match="memory_format"):
+        NCSNpp(**TINY, memory_format="nhwc")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_nearest_upsampling_is_interpolate(channels_last):
+    x = torch.randn(2, 3, 4, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(naive_upsample(x), F.interpolate(x, scale_factor=2, mode="nearest"), rtol=0, atol=0)
+
+
+def test_attention_is_the_official_two_einsum_form():
+    torch.manual_seed(0)
+    blk = AttnBlock(8, skip_rescale=True, init_scale=1.0).double()
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
+    h = blk.norm(x)
+    wq, wk, wv = blk.qkv.weight[:, :, 0, 0].chunk(3)
+    bq, bk, bv = blk.qkv.bias.chunk(3)
+    q, k, v = (torch.einsum("bchw,oc->bohw", h, w) + b[:, None, None] for w, b in ((wq, bq), (wk, bk), (wv, bv)))
+    att = torch.einsum("bchw,bcij->bhwij", q, k).reshape(2, 4, 4, 16) * 8**-0.5
+    att = att.softmax(-1).reshape(2, 4, 4, 4, 4)
+    out = torch.einsum("bhwij,bcij->bchw", att, v)
+    out = torch.einsum("bchw,oc->bohw", out, blk.proj.weight[:, :, 0, 0]) + blk.proj.bias[:, None, None]
+    torch.testing.assert_close(blk(x), (x + out) / 2**0.5, rtol=1e-10, atol=1e-12)
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(blk(xcl), blk(x), rtol=1e-12, atol=1e-12)
