@@ -18,8 +18,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import export
+    from ..checkpoint import CONFIG, WEIGHTS, export
+    from ..paths import check_output_dir, set_file_mode
 
+    check_output_dir(args.out, "--out")
     out = export(args.ckpt, args.out)
+    for name in (WEIGHTS, CONFIG):  # safetensors writes through a private (0600) temp file
+        set_file_mode(out / name)
     print(f"exported {args.ckpt} -> {out}/model.safetensors, {out}/config.yaml")
     return 0
