@@ -13,7 +13,8 @@ projections and plain GroupNorm -> SiLU -> conv that keeps every activation; sam
 same outputs, so it stands for the official implementation),
 ``fp32`` (ours, the baseline of every ratio), ``channels_last``, ``compile`` (torch.compile),
 ``bf16`` (autocast; CPU with AVX512-BF16/AMX or CUDA), ``checkpoint`` (activation checkpointing
-per level), and ``infer`` (no-grad forward, eval mode).
+per level), ``infer`` (no-grad forward, eval mode) and ``fast`` (bf16 autocast + channels_last +
+torch.compile, the GPU target; not run by default).
 
     .venv/bin/python scripts/bench_nets.py                       # everything (CPU: ~30 min)
     .venv/bin/python scripts/bench_nets.py --nets digits --modes fp32 reference channels_last --rounds 5
@@ -36,7 +37,7 @@ import sys
 import time
 
 NETS = {"ncsnpp": "ncsnpp_cifar10", "ddpmpp": "ddpmpp_cifar10", "digits": "ncsnpp_digits"}
-MODES = ["fp32", "reference", "channels_last", "compile", "bf16", "checkpoint", "infer"]
+MODES = ["fp32", "reference", "channels_last", "compile", "bf16", "checkpoint", "infer", "fast"]
 
 
 def _rss_bytes() -> int:
@@ -135,11 +136,11 @@ class Case:
         self.x = torch.rand(batch, c, size, size, device=device)
         self.labels = (torch.rand(batch, device=device) * 20 + 0.01 if cfg["embedding_type"] == "fourier"
                        else torch.rand(batch, device=device) * 999)
-        if mode == "channels_last":
+        if mode in ("channels_last", "fast"):
             self.net = self.net.to(memory_format=torch.channels_last)
             self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.model = torch.compile(self.net) if mode == "compile" else self.net
-        self.autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=mode == "bf16")
+        self.model = torch.compile(self.net) if mode in ("compile", "fast") else self.net
+        self.autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=mode in ("bf16", "fast"))
         self.mode, self.swap, self.batch, self.cuda = mode, swap, batch, device.startswith("cuda")
 
     def step(self) -> float:
@@ -199,7 +200,8 @@ def speed(net_key: str, modes: list[str], batch: int, rounds: int, device: str) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
-    ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    ap.add_argument("--modes", nargs="+", default=MODES[:-1], choices=MODES)
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-mode memory subprocesses")
     ap.add_argument("--batch", type=int, default=16, help="batch for the CIFAR-10 nets (digits: 4x)")
     ap.add_argument("--rounds", type=int, default=3, help="timed steps per mode (best and median reported)")
     ap.add_argument("--device", default="cpu")
@@ -223,8 +225,9 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "cpu" and "bf16" in args.modes and "AVX512" not in torch.backends.cpu.get_cpu_capability():
-        args.modes.remove("bf16")  # no native bf16 on this CPU: emulated, not worth measuring
+    if args.device == "cpu" and "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        # no native bf16 on this CPU: emulated, not worth measuring
+        args.modes = [m for m in args.modes if m not in ("bf16", "fast")]
     if args.memory_case:  # child process: one measurement, JSON on the last line
         net_key, mode = args.memory_case.split(":")
         batch = args.batch * 4 if net_key == "digits" else args.batch
@@ -236,8 +239,8 @@ def main() -> None:
     for net_key in args.nets:
         batch = args.batch * 4 if net_key == "digits" else args.batch
         times = speed(net_key, args.modes, batch, args.rounds, args.device)
-        mem = {}
-        for mode in args.modes:
+        mem = {m: float("nan") for m in args.modes}
+        for mode in [] if args.no_memory else args.modes:
             cmd = [sys.executable, __file__, "--memory-case", f"{net_key}:{mode}", "--batch", str(args.batch),
                    "--device", args.device, "--threads", str(args.threads), "--modes", mode]
             # a fixed mmap threshold: glibc then returns freed tensors at once and RSS follows live memory

@@ -71,3 +71,16 @@ def test_attention_is_the_official_two_einsum_form():
     torch.testing.assert_close(blk(x), (x + out) / 2**0.5, rtol=1e-10, atol=1e-12)
     xcl = x.contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(blk(xcl), blk(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path of gpu_check.sh")
+def test_gpu_check_says_no_gpu_on_a_cpu_machine():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0 and proc.stdout.strip() == "no GPU", proc.stdout + proc.stderr

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# One command for a CUDA machine: the GPU tests, the network benchmarks and the sampler benchmark,
+# ending with one table (docs/performance.md says how to read it). Sized for < 10 min on one H200.
+#
+#   scripts/gpu_check.sh [--official PATH] [--batch 128] [--quick]
+#
+#   --official PATH   also time the official score_sde_pytorch (PATH: it, or a folder holding it)
+#                     fp32 against ours in fp32 and in bf16 + channels_last + torch.compile
+#   --quick           fewer rounds, DDPM++ only (a smoke run)
+# On a machine without a CUDA GPU it prints "no GPU" and exits 0 (CI runs that path).
+# Environment: PYTHON (default .venv/bin/python).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+OFFICIAL="" BATCH=128 ROUNDS=5 NETS="ncsnpp ddpmpp"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --official) OFFICIAL="$2"; shift 2 ;;
+    --batch) BATCH="$2"; shift 2 ;;
+    --quick) ROUNDS=2 NETS="ddpmpp"; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "no GPU"
+  exit 0
+fi
+
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+status=0
+summary=()
+run() {  # run NAME TIMEOUT_S CMD...: log to $OUT/NAME.log, keep going on failure
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  echo "== $name: $*" | tee "$OUT/$name.log"
+  timeout "$limit" "$@" >>"$OUT/$name.log" 2>&1
+  local rc=$?
+  tail -n 40 "$OUT/$name.log"
+  summary+=("| $name | $([ $rc -eq 0 ] && echo ok || echo "FAILED (rc $rc)") | $((SECONDS - t0)) s |")
+  [ $rc -eq 0 ] || status=1
+}
+
+"$PY" - <<'EOF' | tee "$OUT/device.txt"
+import torch
+p = torch.cuda.get_device_properties(0)
+print(f"# GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB, capability {p.major}.{p.minor}; torch {torch.__version__}, "
+      f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
+EOF
+
+# 1. GPU tests: fp32 parity with the CPU, channels_last + recompute, bf16 autocast, compile, sampling
+run tests 240 "$PY" -m pytest -q -rs tests/test_perf_gpu.py
+
+# 2. our networks: fp32 vs channels_last, bf16, compile and all three together (fwd + bwd, img/s)
+run bench_nets 300 "$PY" scripts/bench_nets.py --device cuda --nets $NETS --batch "$BATCH" --rounds "$ROUNDS" \
+  --modes fp32 channels_last bf16 fast infer --no-memory
+
+# 3. against the official code: official fp32 training step vs ours fp32 and ours fast
+if [ -n "$OFFICIAL" ]; then
+  run bench_official 420 "$PY" scripts/bench_nets.py --official "$OFFICIAL" --device cuda --nets $NETS \
+    --batch "$BATCH" --rounds "$ROUNDS" --official-modes train infer memory \
+    --ours "fast:autocast=bf16,memory_format=channels_last,compile=true"
+fi
+
+# 4. sampler bookkeeping (CPU-side overhead per step)
+run bench_sampling 120 "$PY" scripts/bench_sampling.py --repeats 2
+
+echo
+cat "$OUT/device.txt"
+echo "| step | result | wall |"
+echo "| --- | --- | --- |"
+printf '%s\n' "${summary[@]}"
+if [ -f "$OUT/bench_official.log" ]; then
+  echo
+  sed -n '/^| net | measure/,$p' "$OUT/bench_official.log"
+fi
+echo
+grep -E "^(ncsnpp|ddpmpp) " "$OUT/bench_nets.log" 2>/dev/null
+echo "(logs: $OUT)"
+exit $status
