@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,6 +292,8 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
     all_callbacks = build_callbacks(cfg, run_dir) + list(callbacks or [])
     trainer = build_trainer(cfg, all_callbacks, build_logger(cfg, name, config_name))
     check_batches(datamodule, cfg, trainer.world_size)
+    # the run folder holds config.yaml (and, resuming, the run's checkpoints) on purpose
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(_resume_config_name(run_dir) if ckpt else run_dir / "config.yaml", to_yaml(cfg))

@@ -1,0 +1,138 @@
+"""Training never reports success on a broken run and never loses or overwrites work:
+NaN stops the run (exit 1, nothing non-finite kept), one last.ckpt that is always the newest
+state, resume keeps the run's config, Ctrl-C saves last.ckpt, checkpoints never run code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sgm_lightning.cli import main
+from sgm_lightning.commands.train import train
+from sgm_lightning.config import load_config
+
+#: the installed ``sgm`` script of this interpreter (``python -m sgm_lightning`` where there is none)
+SGM = [str(Path(sys.executable).parent / "sgm")] if (Path(sys.executable).parent / "sgm").is_file() \
+    else [sys.executable, "-m", "sgm_lightning"]
+TINY = ["--config", "toy_2d", "logging.logger=none", "sample.at_end=false", "data.n_points=400",
+        "data.batch_size=32", "data.val_batch_size=64", "model.kwargs.hidden=16", "trainer.val_check_interval=2",
+        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "num_threads=1", "optim.warmup_steps=1"]
+
+
+def cli(tmp_path: Path, *args: str, env=None, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([*SGM, "train", *TINY, f"checkpoint.dir={tmp_path}/ck", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def step_of(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+@pytest.fixture()
+def fresh_run_name(monkeypatch):
+    monkeypatch.delenv("SGM_RUN_NAME", raising=False)  # train() sets it for its DDP workers
+
+
+def api(tmp_path: Path, *overrides: str):
+    return load_config("toy_2d", [*TINY[2:], f"checkpoint.dir={tmp_path}/ck", *overrides])
+
+
+def test_a_diverging_run_exits_1_names_the_step_and_keeps_no_checkpoint(tmp_path):
+    res = cli(tmp_path, "optim.lr=1e6", "optim.grad_clip=null", "name=nan", "trainer.max_steps=40")
+    assert res.returncode == 1, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert "training diverged at step" in last and "optim.lr=1e+06" in last and "not finite" in last
+    run = tmp_path / "ck" / "nan"
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]  # no lossnan best, no last.ckpt
+    assert not (run / "samples.png").exists()
+
+
+def test_resuming_twice_keeps_one_last_ckpt_at_the_newest_step(tmp_path, fresh_run_name):
+    train(api(tmp_path, "name=r", "trainer.max_steps=2"), config_name="toy_2d")
+    run = tmp_path / "ck" / "r"
+    original = (run / "config.yaml").read_text()
+    for steps in (4, 6):
+        train(api(tmp_path, "name=r", "resume=last", f"trainer.max_steps={steps}"), config_name="toy_2d",
+              resume_overrides=["name", "resume", "trainer.max_steps"])
+        assert step_of(run / "last.ckpt") == steps
+    assert not list(run.glob("last-v*.ckpt"))
+    assert (run / "config.yaml").read_text() == original  # never overwritten by a resume
+    assert sorted(p.name for p in run.glob("config-resume-*.yaml")) == ["config-resume-1.yaml", "config-resume-2.yaml"]
+    assert "max_steps: 6" in (run / "config-resume-2.yaml").read_text()
+
+
+def test_resume_refuses_changes_that_would_make_it_another_run(tmp_path, fresh_run_name, capsys):
+    train(api(tmp_path, "name=r", "trainer.max_steps=2"), config_name="toy_2d")
+    before = sorted(p.name for p in (tmp_path / "ck" / "r").iterdir())
+    for override, key in (("sde.sigma_max=50", "sde.sigma_max"), ("loss.weighting=likelihood", "loss.weighting"),
+                          ("model.kwargs.hidden=32", "model.kwargs.hidden")):
+        rc = main(["train", *TINY, f"checkpoint.dir={tmp_path}/ck", "name=r", "resume=last", override])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert rc == 2 and err.startswith(f"sgm train: error: {key}: cannot change when resuming"), err
+    assert sorted(p.name for p in (tmp_path / "ck" / "r").iterdir()) == before
+    # keys given on the command line are the only ones applied: --config may even be another one
+    rc = main(["train", "--config", "digits", f"checkpoint.dir={tmp_path}/ck", "name=r", "resume=last",
+               "trainer.max_steps=3", "logging.logger=none", "sample.at_end=false", "trainer.enable_progress_bar=false"])
+    assert rc == 0, capsys.readouterr().err
+    assert step_of(tmp_path / "ck" / "r" / "last.ckpt") == 3
+
+
+def test_a_new_run_never_reuses_a_run_folder(tmp_path, fresh_run_name, capsys):
+    train(api(tmp_path, "name=r", "trainer.max_steps=2"), config_name="toy_2d")
+    os.environ.pop("SGM_RUN_NAME", None)
+    rc = main(["train", *TINY, f"checkpoint.dir={tmp_path}/ck", "name=r", "trainer.max_steps=2"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "already holds a run" in err and "resume=last name=r" in err
+
+
+def test_a_truncated_or_malicious_resume_checkpoint_is_one_line_and_runs_no_code(tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "evil" / "last.ckpt"
+    bad.parent.mkdir()
+    torch.save({"state_dict": {}, "sgm_config": "", "x": Evil()}, bad)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch's default would unpickle it
+    rc = main(["train", *TINY, f"checkpoint.dir={tmp_path}/ck", f"resume={bad}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and str(bad) in err and "\n" not in err
+    assert not marker.exists()
+    cut = tmp_path / "cut" / "last.ckpt"
+    cut.parent.mkdir()
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "sgm_config": "seed: 0\n"}, good)
+    cut.write_bytes(good.read_bytes()[:-700])
+    rc = main(["train", *TINY, f"checkpoint.dir={tmp_path}/ck", f"resume={cut}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"resume: {cut} is not a readable checkpoint" in err
+    assert not (tmp_path / "ck").exists()
+
+
+def test_ctrl_c_saves_last_ckpt_and_exits_130(tmp_path):
+    proc = subprocess.Popen([*SGM, "train", *TINY, f"checkpoint.dir={tmp_path}/ck", "name=c",
+                             "trainer.max_steps=1000000", "trainer.val_check_interval=5"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = tmp_path / "ck" / "c" / "step0000005-loss"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(first.parent.glob("step0000005-*.ckpt")) and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "continue with: sgm train resume=last name=c" in err.strip().splitlines()[-1]
+    last = first.parent / "last.ckpt"
+    assert step_of(last) > 5  # the steps after the last periodic checkpoint are kept
+    assert not list(first.parent.glob(".*.tmp"))
