@@ -55,37 +55,32 @@ def set_file_mode(path: str | os.PathLike) -> None:
 
 
 class FolderLock:
-    """An exclusive lock on ``folder`` (``folder/.sgm.lock``, ``flock``): a second command that
-    tries to write into the same folder is refused with a clear message instead of racing.
-    Released when the process exits, however it exits."""
-
-    NAME = ".sgm.lock"
+    """An exclusive ``flock`` on ``folder`` itself (created if missing): a second command that tries
+    to write into the same folder is refused with a clear message instead of racing. No lock
+    file is left behind; the lock goes when the process exits, however it exits."""
 
     def __init__(self, folder: str | os.PathLike, what: str):
-        self.path, self.what, self.fd = Path(folder) / self.NAME, what, None
+        self.folder, self.what, self.fd = Path(folder), what, None
 
     def __enter__(self) -> FolderLock:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                other = self.path.read_text().strip() or "?"
-                raise ValueError(f"{self.what}: another process (pid {other}) is writing into {self.path.parent}; "
+                raise ValueError(f"{self.what}: another process is writing into {self.folder}; "
                                  "wait for it to finish or choose another folder") from None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
         self.fd = fd
         return self
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
-            os.close(self.fd)  # closing releases the flock; the file stays (harmless, reused)
+            os.close(self.fd)  # closing releases the flock
             self.fd = None
 
 
