@@ -30,3 +30,21 @@ def test_integer_seeds_and_uniform_draws():
 def test_wrong_generator_count_is_an_error():
     with pytest.raises(ValueError, match="generator"):
         randn((3, 2), [1, 2])
+
+
+def test_per_sample_seeds_do_not_collide_across_runs_and_reject_out_of_range_seeds():
+    import pytest
+
+    from sgm_lightning.rng import sample_seed
+
+    # the old seed * 1_000_003 + k made these two the same stream
+    a = randn((1, 16), sample_generators(5, [1_000_003]))
+    b = randn((1, 16), sample_generators(6, [0]))
+    assert not torch.equal(a, b)
+    seeds = {sample_seed(s, k) for s in range(40) for k in range(0, 4_000_000, 100_003)}
+    assert len(seeds) == 40 * 40
+    top = 2**63 - 1
+    assert sample_seed(top, 0) != sample_seed(top - 1, 0)
+    for bad in (2**63, 2**70, -1):
+        with pytest.raises(ValueError, match=r"must be an integer in \[0, 2\*\*63\)"):
+            sample_generators(bad, [0])
