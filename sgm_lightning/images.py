@@ -85,8 +85,10 @@ def save_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Path:
         with os.fdopen(fd, "wb") as f:
             pil.save(f, format="PNG")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # a full disk: say which file
+            raise OSError(err.errno, f"could not write {path}: {err.strerror or err}") from None
         raise
     return path

@@ -136,3 +136,25 @@ def test_ctrl_c_saves_last_ckpt_and_exits_130(tmp_path):
     last = first.parent / "last.ckpt"
     assert step_of(last) > 5  # the steps after the last periodic checkpoint are kept
     assert not list(first.parent.glob(".*.tmp"))
+
+
+def test_a_full_disk_names_the_checkpoint_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    from sgm_lightning.guards import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "run" / "last.ckpt"
+    io.save_checkpoint({"w": torch.ones(3)}, target)
+    before = target.read_bytes()
+
+    def full(obj, f, *a, **k):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=f"could not write checkpoint {target}"):
+        io.save_checkpoint({"w": torch.zeros(3)}, target)
+    assert target.read_bytes() == before  # the previous last.ckpt is intact
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600

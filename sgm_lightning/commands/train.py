@@ -266,7 +266,7 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
 
     from ..config import check_accelerator
     from ..data import SGMDataModule
-    from ..errors import Interrupted
+    from ..errors import Interrupted, RunFailed
     from ..guards import SaveLast
     from ..module import ScoreModule
     from ..paths import write_text_atomic
@@ -306,7 +306,11 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
     # ddp_spawn / ddp_fork: the trained EMA lives in the worker processes, not in this one
     spawned = getattr(trainer.strategy, "_start_method", "popen") != "popen"
     if cfg.sample.at_end and trainer.is_global_zero and not spawned:
-        grid = save_final_grid(trainer, cfg, run_dir / "samples.png")
+        try:
+            grid = save_final_grid(trainer, cfg, run_dir / "samples.png")
+        except ValueError as err:  # NaN samples from finite weights: not a successful run either
+            raise RunFailed(f"error: training reached step {trainer.global_step} (saved {run_dir / 'last.ckpt'}) but "
+                            f"the end-of-training samples are broken: {err}") from None
     if cfg.logging.logger == "wandb" and trainer.is_global_zero:
         import wandb
 
