@@ -474,6 +474,10 @@ def _validate_trainer(cfg: DictConfig) -> None:
         v = cfg.trainer.get(key)
         if v is not None and not (isinstance(v, int) and (v >= 1 or (key in ("max_steps", "max_epochs") and v == -1))):
             raise ValueError(f"trainer.{key}: must be a positive integer, got {v!r}")
+    lim = cfg.trainer.get("limit_train_batches")
+    if lim is not None and not isinstance(lim, bool) and isinstance(lim, (int, float)) and lim <= 0:
+        raise ValueError(f"trainer.limit_train_batches: must be > 0 (a count or a fraction), got {lim}; "
+                         "with no training batches nothing would be trained")
     dev = cfg.trainer.get("devices")
     if isinstance(dev, int) and not isinstance(dev, bool) and dev != -1 and dev < 1:
         raise ValueError(f"trainer.devices: must be >= 1, -1 (all) or auto, got {dev}")

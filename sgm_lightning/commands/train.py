@@ -237,7 +237,7 @@ def check_batches(datamodule, cfg, world: int) -> None:
     if per_device < cfg.data.batch_size:
         raise ValueError(
             f"data.batch_size: {cfg.data.batch_size} per device is more than the {n} training items "
-            f"({per_device} per device on {world}) after holding out {len(datamodule.val_set)} for validation; "
+            f"({per_device} per device on {world} device{'s' if world > 1 else ''}) after holding out {len(datamodule.val_set)} for validation; "
             f"set data.batch_size <= {per_device} or use more data"
         )
 
