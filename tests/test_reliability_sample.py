@@ -106,3 +106,10 @@ def test_empty_or_truncated_pngs_are_never_counted_as_done(model_dir, tmp_path, 
     assert rc == 2 and "000002.png: not a complete PNG" in err and not (out / "png" / "000002.png").exists()
     assert sample(model_dir, out, capsys, "--n", "3")[0] == 0
     assert np.load(out / "samples.npz")["x"].shape == (3, 8, 8, 1)
+
+
+def test_more_samples_than_memory_holds_are_refused_up_front(model_dir, tmp_path, capsys):
+    rc = main(["sample", "--ckpt", str(model_dir), "--out", str(tmp_path / "big"), "--n", str(10**9)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--n: 1000000000 samples of shape (1, 8, 8) need 60 GiB" in err
+    assert not (tmp_path / "big").exists()

@@ -158,3 +158,16 @@ def test_a_full_disk_names_the_checkpoint_and_leaves_no_partial_file(tmp_path, m
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_export_writes_files_with_the_umask_and_refuses_a_file_as_out(tmp_path, fresh_run_name, capsys):
+    train(api(tmp_path, "name=e", "trainer.max_steps=2"), config_name="toy_2d")
+    ckpt = tmp_path / "ck" / "e" / "last.ckpt"
+    (tmp_path / "file").write_text("x")
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "file")]) == 2
+    assert f"--out: {tmp_path / 'file'} is a file" in capsys.readouterr().err
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "exp")]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.safetensors", "config.yaml"):
+        assert (tmp_path / "exp" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

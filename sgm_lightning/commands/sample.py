@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import yaml
 from ..rng import SEED_LIMIT
 
 PNG_DIR, GRID, NPZ, SETTINGS = "png", "grid.png", "samples.npz", "sample_config.yaml"
+MAX_NPZ_BYTES = 32 * 2**30  # samples.npz is built in memory by rank 0
 #: settings that do not change any image (free to differ between runs into one DIR)
 FREE_KEYS = ("n", "batch_size", "devices", "num_nodes", "checkpoint_path")
 
@@ -261,6 +263,10 @@ def run(args: argparse.Namespace) -> int:
     if not model.is_image:
         raise ValueError(f"--ckpt: {args.ckpt} is a point-cloud model (shape {tuple(model.shape)}); "
                          "sgm sample writes images")
+    need = args.n * math.prod(model.shape)  # samples.npz is assembled in memory (uint8)
+    if need > MAX_NPZ_BYTES:
+        raise ValueError(f"--n: {args.n} samples of shape {tuple(model.shape)} need {need / 2**30:.0f} GiB in "
+                         f"samples.npz (at most {MAX_NPZ_BYTES // 2**30} GiB); draw them in several --out folders")
     settings = resolve_settings(args, model)
     condition = None
     if settings["condition"] is not None:
