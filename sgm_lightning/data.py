@@ -297,10 +297,7 @@ class CelebAImages(Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        from PIL import Image
-
-        with Image.open(self.files[i]) as img:
-            img = img.convert("RGB")
+        img = load_image(self.files[i])  # a truncated JPEG is named, not a PIL traceback
         return self.transform(img) if self.transform else img
 
 
@@ -345,7 +342,12 @@ class LSUNImages(Dataset):
         from PIL import Image
 
         with self._env().begin() as txn:
-            img = Image.open(io.BytesIO(txn.get(self.keys[i]))).convert("RGB")
+            data = txn.get(self.keys[i])
+        try:
+            img = Image.open(io.BytesIO(data or b"")).convert("RGB")
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ValueError(f"data.root: {self.path}: the image under key {self.keys[i]!r} is not readable "
+                             f"({type(err).__name__}: {err})") from None
         return self.transform(img) if self.transform else img
 
 

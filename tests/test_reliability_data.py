@@ -93,3 +93,22 @@ def test_a_truncated_image_is_named_or_skipped_when_read(tmp_path):
         ds[3]
     skip = ImageFiles(root, bad_images="skip")
     assert np.asarray(skip[3])[0, 0, 0] == 50  # the next readable file (0.png) instead
+
+
+def test_unwritable_output_folders_are_named(tmp_path, monkeypatch):
+    from sgm_lightning import paths
+
+    monkeypatch.setattr(paths.os, "access", lambda p, mode: False)  # a read-only disk (root ignores chmod)
+    with pytest.raises(ValueError, match=rf"checkpoint.dir: cannot create files in {tmp_path} \(read-only"):
+        paths.check_output_dir(tmp_path / "new" / "run", "checkpoint.dir")
+
+
+def test_an_error_from_a_dataloader_worker_is_reported_as_its_own_last_line():
+    from sgm_lightning.errors import one_line
+
+    wrapped = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                         "last):\n  File \"x.py\", line 1, in f\nValueError: data.root: imgs/3.png is not a "
+                         "readable image (OSError: truncated)\n")
+    assert one_line(wrapped) == "data.root: imgs/3.png is not a readable image (OSError: truncated)"
+    assert one_line(OSError(28, "No space left on device", "/ck/last.ckpt")) == \
+        "[Errno 28] No space left on device: '/ck/last.ckpt'"
