@@ -18,6 +18,7 @@ import torch
 
 from .images import make_grid, save_png, to_uint8
 from .rng import sample_generators
+from .sde import bcast
 
 #: config keys of ``sample`` that may be sampler options (passed when the sampler takes them)
 OPTION_KEYS = ("predictor", "corrector", "snr", "steps", "corrector_steps", "n_steps_each", "step_lr",
@@ -154,10 +155,32 @@ class _EveryNStepsCallback(pl.Callback):
 
 
 # --- the sample grid callback ----------------------------------------------------------------
+def denoised_frames(score_fn, sde, frames: list, n: int) -> list[torch.Tensor]:
+    """``n`` evenly spaced ``(t, x)`` frames of one trajectory as denoised estimates
+    D(x_t) = E[x_0 | x_t] = (x + std^2 score) / s (Tweedie; one NFE each), on the CPU.
+
+    The state x_t itself is noise until the last steps (for VE it has std sigma(t) >> 1); its
+    denoised estimate shows what the network believes the image is at every level. Frames at
+    t = 0 or with no time (plain Langevin) are already clean and are shown as they are.
+    """
+    picks = torch.linspace(0, len(frames) - 1, min(n, len(frames))).round().long().tolist()
+    out = []
+    for i in picks:
+        t, x = frames[i]
+        if torch.isfinite(t).all() and (t > 0).all():
+            t = t.to(device=x.device, dtype=x.dtype)
+            scale, std = sde.marginal_coeffs(t)
+            x = (x + bcast(std**2, x) * score_fn(x, t)) / bcast(scale, x)
+        out.append(x.cpu())
+    return out
+
+
+
 class SamplingCallback(_EveryNStepsCallback):
     """Every ``every_n_steps`` optimiser steps (0 = never) and at the end of training, draw
     ``n_samples`` with the EMA weights on every rank and log, from rank 0, the grid
-    (``sample/grid``), a strip of one trajectory across noise levels (``sample/trajectory``),
+    (``sample/grid``), a strip of the denoised estimate D(x_t) along one trajectory
+    (``sample/trajectory``, see :func:`denoised_frames`),
     the NFE and the wall time. Grids are also written to ``out_dir/step_XXXXXXX.png``.
 
     ``samples`` holds the last gathered float samples on rank 0 (for tests and other callbacks).
@@ -193,7 +216,8 @@ class SamplingCallback(_EveryNStepsCallback):
 
         def keep_first(i, t, x):
             if x is not None:  # adaptive ODE solvers report accepted steps without the state
-                frames.append(x[:1].detach().cpu())
+                t1 = t.reshape(-1)[:1] if torch.is_tensor(t) else torch.tensor([float(t)])
+                frames.append((t1.detach().cpu().double(), x[:1].detach()))
 
         start = time.perf_counter()
         xs, nfe = [], 0
@@ -206,7 +230,9 @@ class SamplingCallback(_EveryNStepsCallback):
                                       sampler=self.sampler, options=self.options, exact=self.exact,
                                       device=pl_module.device, callback=cb)
                 xs.append(x)
-        seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            if frames:
+                frames = denoised_frames(score_fn, pl_module.sde, frames, self.frames)
         shape = tuple(pl_module.shape)
         x = torch.cat(xs) if xs else torch.zeros((0, *shape), device=pl_module.device)
         gathered = gather_by_index(pl_module, mine, x, self.n)
@@ -227,8 +253,7 @@ class SamplingCallback(_EveryNStepsCallback):
         grid = make_grid(to_uint8(self.samples, centered))
         images = {"sample/grid": grid}
         if frames:
-            picks = torch.linspace(0, len(frames) - 1, min(self.frames, len(frames))).round().long()
-            strip = torch.cat([frames[i] for i in picks.tolist()] + [self.samples[:1]])
+            strip = torch.cat(frames + [self.samples[:1]])
             images["sample/trajectory"] = make_grid(to_uint8(strip, centered), nrow=len(strip))
         for key, img in images.items():
             log_image(trainer, key, img, step)

@@ -112,3 +112,24 @@ def test_an_adaptive_ode_sampler_does_not_inherit_the_pc_step_count():
         _, opts = sampler_settings(cfg.sample, sampler="ode", steps=5)
         run_sampler("ode", VESDE(), lambda x, t: -x, (1, 2), **opts)
 
+
+
+def test_trajectory_strip_shows_the_denoised_estimate():
+    """Frames of a VE trajectory become Tweedie's D(x_t) = x + sigma^2 s: at sigma = 17 the state has
+    std 17, its estimate lies inside the data's range (|D| <= 4.5 for means at +-4, std 0.5)."""
+    from sgm_lightning.analytic import GaussianMixture
+    from sgm_lightning.callbacks import denoised_frames
+    from sgm_lightning.sde import VESDE
+
+    sde, gm = VESDE(0.01, 17.0), GaussianMixture([0.5, 0.5], [[4.0, 0.0], [-4.0, 0.0]], [0.5, 0.5])
+    g = torch.Generator().manual_seed(0)
+    frames = [(torch.tensor([t], dtype=torch.float64), 17.0 ** t * torch.randn(1, 2, generator=g, dtype=torch.float64))
+              for t in (1.0, 0.8, 0.5, 0.2)] + [(torch.tensor([0.0], dtype=torch.float64), torch.ones(1, 2))]
+    out = denoised_frames(gm.score_fn(sde), sde, frames, 5)
+    assert len(out) == 5 and frames[0][1].abs().max() > 5
+    for (t, x), d in zip(frames[:4], out[:4]):
+        sigma = sde.marginal_coeffs(t)[1]
+        torch.testing.assert_close(d, x + sigma**2 * gm.score_fn(sde)(x, t))
+        assert d.abs().max() <= 4.5
+    assert torch.equal(out[4], torch.ones(1, 2))  # t = 0: shown as it is
+    assert len(denoised_frames(gm.score_fn(sde), sde, frames, 3)) == 3
