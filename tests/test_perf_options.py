@@ -84,3 +84,18 @@ def test_gpu_check_says_no_gpu_on_a_cpu_machine():
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0 and proc.stdout.strip() == "no GPU", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv1x1_as_matmul_is_the_convolution(channels_last):
+    from sgm_lightning.nets.layers import conv1x1
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 6, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    out = conv1x1(x.contiguous(memory_format=layout), w, b)
+    assert out.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(out, F.conv2d(x, w, b), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x, w, b: conv1x1(x.contiguous(memory_format=layout), w, b), (x, w, b))

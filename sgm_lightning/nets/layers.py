@@ -45,6 +45,24 @@ def conv(in_ch: int, out_ch: int, kernel: int = 3, *, stride: int = 1, padding: 
     return layer
 
 
+def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias)`` for a 1x1 ``weight`` ``(C_out, C_in, 1, 1)``, as one matmul on CPU.
+
+    PyTorch runs a CPU 1x1 convolution as one GEMM per image (``_slow_conv2d``); a batched matmul
+    (NCHW) or a single matmul over the pixels (channels_last, a view) is up to 2x faster forward
+    and no slower backward. Other devices keep the convolution (cuDNN handles 1x1 well).
+    """
+    if x.device.type != "cpu" or x.ndim != 4:
+        return F.conv2d(x, weight, bias)
+    b, c, h, w = x.shape
+    w2 = weight.view(weight.shape[0], c)
+    if x.is_contiguous():
+        out = torch.matmul(w2, x.view(b, c, h * w)) if bias is None else \
+            torch.baddbmm(bias.view(1, -1, 1), w2.expand(b, *w2.shape), x.view(b, c, h * w))
+        return out.view(b, -1, h, w)
+    return F.linear(x.permute(0, 2, 3, 1), w2, bias).permute(0, 3, 1, 2)
+
+
 def dense(in_dim: int, out_dim: int) -> nn.Linear:
     layer = nn.Linear(in_dim, out_dim)
     default_init_(layer.weight)
@@ -138,5 +156,5 @@ class Combine(nn.Module):
         self.method = method
 
     def forward(self, pyramid: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        p = self.proj(pyramid)
+        p = conv1x1(pyramid, self.proj.weight, self.proj.bias)
         return torch.cat([p, h], dim=1) if self.method == "cat" else p + h

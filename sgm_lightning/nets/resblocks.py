@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from . import fir
-from .layers import conv, dense, group_norm, skip_sum
+from .layers import conv, conv1x1, dense, group_norm, skip_sum
 from .norm_act import norm_act, norm_act_conv, recompute_enabled
 
 
@@ -65,5 +65,5 @@ class ResBlock(nn.Module):
             h = h + self.temb_proj(temb_act)[:, :, None, None]
         h = norm_act_conv(self.norm1, self.act, self.conv1, h, self.dropout, recompute=lean)
         if self.skip is not None:
-            x = self.skip(x)
+            x = conv1x1(x, self.skip.weight, self.skip.bias)
         return skip_sum(x, h, self.skip_rescale)
