@@ -69,6 +69,18 @@ def test_resuming_twice_keeps_one_last_ckpt_at_the_newest_step(tmp_path, fresh_r
     assert "max_steps: 6" in (run / "config-resume-2.yaml").read_text()
 
 
+def test_resuming_keeps_the_csv_metrics_of_the_first_part(tmp_path, fresh_run_name):
+    logs = ["logging.logger=csv", f"logging.save_dir={tmp_path}/runs", "logging.log_every_n_steps=1"]
+    train(api(tmp_path, "name=m", "trainer.max_steps=2", *logs), config_name="toy_2d")
+    first = tmp_path / "runs" / "csv" / "toy_2d" / "m" / "metrics.csv"
+    before = first.read_text()
+    assert "train/loss" in before
+    train(api(tmp_path, "name=m", "resume=last", "trainer.max_steps=4", *logs), config_name="toy_2d",
+          resume_overrides=["name", "resume", "trainer.max_steps"])
+    assert first.read_text() == before  # Lightning's CSV logger would have deleted it
+    assert (tmp_path / "runs" / "csv" / "toy_2d" / "m-resume-1" / "metrics.csv").is_file()
+
+
 def test_resume_refuses_changes_that_would_make_it_another_run(tmp_path, fresh_run_name, capsys):
     train(api(tmp_path, "name=r", "trainer.max_steps=2"), config_name="toy_2d")
     before = sorted(p.name for p in (tmp_path / "ck" / "r").iterdir())

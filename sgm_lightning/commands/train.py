@@ -187,7 +187,9 @@ def wandb_offline(mode: str) -> bool:
     return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
 
 
-def build_logger(cfg, run_name: str, config_name: str):
+def build_logger(cfg, run_name: str, config_name: str, resume_index: int = 0):
+    """The ``logging.logger``; a resumed run (``resume_index`` N >= 1) logs CSV to
+    ``<run>-resume-N`` because Lightning's CSV logger deletes an existing metrics.csv."""
     lg = cfg.logging
     save_dir = Path(lg.save_dir)
     if lg.logger == "none":
@@ -195,7 +197,8 @@ def build_logger(cfg, run_name: str, config_name: str):
     if lg.logger == "csv":
         from pytorch_lightning.loggers import CSVLogger
 
-        return CSVLogger(save_dir / "csv", name=config_name, version=run_name)
+        version = f"{run_name}-resume-{resume_index}" if resume_index else run_name
+        return CSVLogger(save_dir / "csv", name=config_name, version=version)
     if lg.logger == "tensorboard":
         from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -290,13 +293,15 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
     datamodule = SGMDataModule(cfg.data, seed=cfg.seed)
     datamodule.setup("fit")  # reads the data now: a bad file or too few items fail before any output
     all_callbacks = build_callbacks(cfg, run_dir) + list(callbacks or [])
-    trainer = build_trainer(cfg, all_callbacks, build_logger(cfg, name, config_name))
+    config_path = _resume_config_name(run_dir) if ckpt else run_dir / "config.yaml"
+    resume_index = int(config_path.stem.rsplit("-", 1)[1]) if ckpt else 0
+    trainer = build_trainer(cfg, all_callbacks, build_logger(cfg, name, config_name, resume_index))
     check_batches(datamodule, cfg, trainer.world_size)
     # the run folder holds config.yaml (and, resuming, the run's checkpoints) on purpose
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(_resume_config_name(run_dir) if ckpt else run_dir / "config.yaml", to_yaml(cfg))
+        write_text_atomic(config_path, to_yaml(cfg))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     save_last = next(c for c in all_callbacks if isinstance(c, SaveLast))
     if save_last.interrupted:
