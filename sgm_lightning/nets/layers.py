@@ -77,7 +77,7 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 def skip_sum(x: torch.Tensor, h: torch.Tensor, rescale: bool) -> torch.Tensor:
     """Residual sum, divided by sqrt(2) when ``skip_rescale`` (NCSN++, Song et al. 2021, App. H)."""
-    return (x + h) / math.sqrt(2.0) if rescale else x + h
+    return torch.add(x, h).div_(math.sqrt(2.0)) if rescale else x + h  # in place: one buffer, same bits
 
 
 class GaussianFourierProjection(nn.Module):

@@ -62,7 +62,7 @@ class ResBlock(nn.Module):
         else:
             h = norm_act_conv(self.norm0, self.act, self.conv0, x, recompute=lean)
         if temb_act is not None:
-            h = h + self.temb_proj(temb_act)[:, :, None, None]
+            h = h.add_(self.temb_proj(temb_act)[:, :, None, None])  # the conv's backward does not need h
         h = norm_act_conv(self.norm1, self.act, self.conv1, h, self.dropout, recompute=lean)
         if self.skip is not None:
             x = conv1x1(x, self.skip.weight, self.skip.bias)
