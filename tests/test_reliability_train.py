@@ -92,7 +92,8 @@ def test_resume_refuses_changes_that_would_make_it_another_run(tmp_path, fresh_r
     assert sorted(p.name for p in (tmp_path / "ck" / "r").iterdir()) == before
     # keys given on the command line are the only ones applied: --config may even be another one
     rc = main(["train", "--config", "digits", f"checkpoint.dir={tmp_path}/ck", "name=r", "resume=last",
-               "trainer.max_steps=3", "logging.logger=none", "sample.at_end=false", "trainer.enable_progress_bar=false"])
+               "trainer.max_steps=3", "logging.logger=none", "sample.at_end=false",
+               "trainer.enable_progress_bar=false"])
     assert rc == 0, capsys.readouterr().err
     assert step_of(tmp_path / "ck" / "r" / "last.ckpt") == 3
 

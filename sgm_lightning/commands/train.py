@@ -89,61 +89,6 @@ def resolve_run(cfg, config_name: str) -> tuple[str, Path, str | None]:
     return name, run_dir, None
 
 
-#: config keys a resumed run may change (length, logging, sampling, hardware); the rest must
-#: match the checkpoint, or the resumed run would not be the run it continues
-RESUME_SAFE = (
-    "name", "resume", "num_threads", "logging", "sample", "eval", "checkpoint.save_top_k",
-    "checkpoint.every_n_train_steps", "data.root", "data.download", "data.num_workers", "data.val_batch_size",
-    "trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.val_check_interval",
-    "trainer.check_val_every_n_epoch", "trainer.limit_val_batches", "trainer.num_sanity_val_steps",
-    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.accelerator", "trainer.devices",
-    "trainer.num_nodes", "trainer.strategy",
-)
-
-
-def _flat(node, prefix: str = "") -> dict:
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: node}
-
-
-def resume_config(saved, given, keys: list[str] | None = None):
-    """The config of a resumed run: the checkpoint's ``saved`` config with the values of ``given``
-    applied for ``keys`` (the command line's overrides; default: every key where they differ).
-    A changed key outside :data:`RESUME_SAFE` is a ValueError naming it."""
-    from ..config import validate
-
-    old = _flat(OmegaConf.to_container(saved, resolve=True))
-    new = _flat(OmegaConf.to_container(given, resolve=True))
-    if keys is None:
-        keys = sorted(set(old) | set(new))
-    changed = {}
-    for key in keys:
-        for k in sorted(k for k in set(old) | set(new) if k == key or k.startswith(key + ".")):
-            if old.get(k) != new.get(k):
-                changed[k] = new.get(k)
-    for k, v in changed.items():
-        if not any(k == s or k.startswith(s + ".") for s in RESUME_SAFE):
-            raise ValueError(f"{k}: cannot change when resuming (the checkpoint was trained with {old.get(k)!r}, "
-                             f"got {v!r}); drop the override, or start a new run without resume=")
-    cfg = saved.copy()
-    for k, v in changed.items():
-        OmegaConf.update(cfg, k, v, merge=False, force_add=True)
-    validate(cfg)
-    return cfg
-
-
-def _resume_config_name(run_dir: Path) -> Path:
-    """``config-resume-N.yaml``, N the first free number: a resume never overwrites config.yaml."""
-    n = 1
-    while (run_dir / f"config-resume-{n}.yaml").exists():
-        n += 1
-    return run_dir / f"config-resume-{n}.yaml"
-
-
 # --- builders --------------------------------------------------------------------------
 def build_callbacks(cfg, run_dir: Path) -> list:
     """Checkpointing (last + best-k by val/loss), sample grids (EMA weights), the progress bar."""
@@ -235,12 +180,13 @@ def build_trainer(cfg, callbacks: list, logger):
 
 def check_batches(datamodule, cfg, world: int) -> None:
     """At least one full training batch per device (batches are drop_last), before training."""
-    n = len(datamodule.train_set)
+    n, held_out = len(datamodule.train_set), len(datamodule.val_set)
     per_device = n // max(1, world)
     if per_device < cfg.data.batch_size:
+        devices = f"{world} device{'s' if world > 1 else ''}"
         raise ValueError(
             f"data.batch_size: {cfg.data.batch_size} per device is more than the {n} training items "
-            f"({per_device} per device on {world} device{'s' if world > 1 else ''}) after holding out {len(datamodule.val_set)} for validation; "
+            f"({per_device} per device on {devices}) after holding out {held_out} for validation; "
             f"set data.batch_size <= {per_device} or use more data"
         )
 
@@ -262,8 +208,9 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
     ``callbacks``: extra Lightning callbacks, appended to :func:`build_callbacks`'s.
     With ``resume``, the run continues with the checkpoint's config; ``resume_overrides`` (the
     keys given on the command line; default: every key where ``cfg`` differs) may change only
-    :data:`RESUME_SAFE` keys. Raises :class:`~sgm_lightning.errors.RunFailed` when the loss turns
-    non-finite and :class:`~sgm_lightning.errors.Interrupted` after a Ctrl-C (last.ckpt saved).
+    the keys of :data:`sgm_lightning.resume.RESUME_SAFE`. Raises
+    :class:`~sgm_lightning.errors.RunFailed` when the loss turns non-finite and
+    :class:`~sgm_lightning.errors.Interrupted` after a Ctrl-C (last.ckpt saved).
     """
     import pytorch_lightning as pl
 
@@ -273,11 +220,13 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
     from ..guards import SaveLast
     from ..module import ScoreModule
     from ..paths import write_text_atomic
+    from ..resume import resume_config_path
 
     name, run_dir, ckpt = resolve_run(cfg, config_name)
     if ckpt is not None:  # the checkpoint's own config, with only the changes a resume allows
         from ..config import config_from_yaml
         from ..guards import read_checkpoint
+        from ..resume import resume_config
 
         saved = config_from_yaml(read_checkpoint(ckpt)["sgm_config"])
         cfg = resume_config(saved, cfg, resume_overrides)
@@ -293,7 +242,7 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
     datamodule = SGMDataModule(cfg.data, seed=cfg.seed)
     datamodule.setup("fit")  # reads the data now: a bad file or too few items fail before any output
     all_callbacks = build_callbacks(cfg, run_dir) + list(callbacks or [])
-    config_path = _resume_config_name(run_dir) if ckpt else run_dir / "config.yaml"
+    config_path = resume_config_path(run_dir) if ckpt else run_dir / "config.yaml"
     resume_index = int(config_path.stem.rsplit("-", 1)[1]) if ckpt else 0
     trainer = build_trainer(cfg, all_callbacks, build_logger(cfg, name, config_name, resume_index))
     check_batches(datamodule, cfg, trainer.world_size)
