@@ -184,3 +184,24 @@ def test_export_writes_files_with_the_umask_and_refuses_a_file_as_out(tmp_path, 
     os.umask(umask)
     for name in ("model.safetensors", "config.yaml"):
         assert (tmp_path / "exp" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_the_guard_names_each_kind_of_non_finite_state():
+    from types import SimpleNamespace
+
+    from sgm_lightning.errors import RunFailed
+    from sgm_lightning.guards import NonFiniteGuard
+
+    guard = NonFiniteGuard(load_config("toy_2d", ["sde.sigma_max=1e6", "optim.grad_clip=null"]))
+    net = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(global_step=17, sanity_checking=False, callback_metrics={})
+    guard.on_train_batch_end(trainer, net, {"loss": torch.tensor(1.0)}, None, 0)  # all finite: nothing
+    with pytest.raises(RunFailed, match=r"step 17: the training loss \(inf\).*grad_clip=null.*sigma_max=1e\+06"):
+        guard.on_train_batch_end(trainer, net, {"loss": torch.tensor(float("inf"))}, None, 0)
+    with torch.no_grad():
+        net.weight[0, 1] = float("nan")
+    with pytest.raises(RunFailed, match=r"step 17: a network weight is not finite"):
+        guard.on_train_batch_end(trainer, net, {"loss": torch.tensor(1.0)}, None, 0)
+    trainer.callback_metrics["val/loss"] = torch.tensor(float("nan"))
+    with pytest.raises(RunFailed, match=r"step 17: the validation loss \(nan\) is not finite"):
+        guard.on_validation_end(trainer, net)
