@@ -74,7 +74,11 @@ class FolderLock:
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise ValueError(f"{self.what}: another process is writing into {self.folder}; "
                                  "wait for it to finish or choose another folder") from None
-            raise
+            import warnings  # a file system without locks (some NFS mounts): go on unlocked
+
+            warnings.warn(f"{self.what}: cannot lock {self.folder} ({err.strerror}); not protected against a "
+                          "second writer", RuntimeWarning)
+            return self
         self.fd = fd
         return self
 
