@@ -59,11 +59,12 @@ def test_resuming_twice_keeps_one_last_ckpt_at_the_newest_step(tmp_path, fresh_r
     train(api(tmp_path, "name=r", "trainer.max_steps=2"), config_name="toy_2d")
     run = tmp_path / "ck" / "r"
     original = (run / "config.yaml").read_text()
+    (run / ".last.ckpt.x1y2.tmp").write_bytes(b"half a checkpoint")  # a run killed while saving
     for steps in (4, 6):
         train(api(tmp_path, "name=r", "resume=last", f"trainer.max_steps={steps}"), config_name="toy_2d",
               resume_overrides=["name", "resume", "trainer.max_steps"])
         assert step_of(run / "last.ckpt") == steps
-    assert not list(run.glob("last-v*.ckpt"))
+    assert not list(run.glob("last-v*.ckpt")) and not list(run.glob(".*.tmp"))
     assert (run / "config.yaml").read_text() == original  # never overwritten by a resume
     assert sorted(p.name for p in run.glob("config-resume-*.yaml")) == ["config-resume-1.yaml", "config-resume-2.yaml"]
     assert "max_steps: 6" in (run / "config-resume-2.yaml").read_text()
@@ -96,6 +97,18 @@ def test_resume_refuses_changes_that_would_make_it_another_run(tmp_path, fresh_r
                "trainer.enable_progress_bar=false"])
     assert rc == 0, capsys.readouterr().err
     assert step_of(tmp_path / "ck" / "r" / "last.ckpt") == 3
+
+
+def test_a_second_writer_into_a_run_folder_is_refused(tmp_path, fresh_run_name, capsys):
+    from sgm_lightning.paths import FolderLock
+
+    train(api(tmp_path, "name=r", "trainer.max_steps=2"), config_name="toy_2d")
+    run = tmp_path / "ck" / "r"
+    with FolderLock(run, "name"):  # e.g. the same resume started twice
+        rc = main(["train", *TINY, f"checkpoint.dir={tmp_path}/ck", "name=r", "resume=last", "trainer.max_steps=4"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and f"name: another process is writing into {run}" in err
+    assert step_of(run / "last.ckpt") == 2 and not (run / "config-resume-1.yaml").exists()
 
 
 def test_a_new_run_never_reuses_a_run_folder(tmp_path, fresh_run_name, capsys):

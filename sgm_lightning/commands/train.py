@@ -13,6 +13,7 @@ import argparse
 import os
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,10 +217,8 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
 
     from ..config import check_accelerator
     from ..data import SGMDataModule
-    from ..errors import Interrupted, RunFailed
-    from ..guards import SaveLast
     from ..module import ScoreModule
-    from ..paths import write_text_atomic
+    from ..paths import FolderLock, write_text_atomic
     from ..resume import resume_config_path
 
     name, run_dir, ckpt = resolve_run(cfg, config_name)
@@ -248,11 +247,23 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
     check_batches(datamodule, cfg, trainer.world_size)
     # the run folder holds config.yaml (and, resuming, the run's checkpoints) on purpose
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_path, to_yaml(cfg))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
-    save_last = next(c for c in all_callbacks if isinstance(c, SaveLast))
+    with ExitStack() as held:
+        if trainer.is_global_zero:  # one writer per run folder
+            held.enter_context(FolderLock(run_dir, "name"))
+            for stale in run_dir.glob(".*.tmp"):  # left by a run killed while writing a checkpoint
+                stale.unlink(missing_ok=True)
+            write_text_atomic(config_path, to_yaml(cfg))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        grid = finish(trainer, cfg, run_dir, name)
+    return TrainResult(module, trainer, run_dir, grid)
+
+
+def finish(trainer, cfg, run_dir: Path, name: str) -> Path | None:
+    """After ``fit``: report a Ctrl-C, draw the final grid (NaN samples fail the run), close wandb."""
+    from ..errors import Interrupted, RunFailed
+    from ..guards import SaveLast
+
+    save_last = next(c for c in trainer.callbacks if isinstance(c, SaveLast))
     if save_last.interrupted:
         raise Interrupted(f"interrupted (Ctrl-C) at step {trainer.global_step}; saved {run_dir / 'last.ckpt'}; "
                           f"continue with: sgm train resume=last name={name} (and the same --config)")
@@ -270,7 +281,7 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
 
         wandb.finish()  # close the run; the next run in this process starts fresh
         wandb.teardown()  # wait for wandb-core to flush the run files
-    return TrainResult(module, trainer, run_dir, grid)
+    return grid
 
 
 def save_final_grid(trainer, cfg, path: Path) -> Path | None:
