@@ -72,7 +72,7 @@ def resolve_run(cfg, config_name: str) -> tuple[str, Path, str | None]:
             ckpt = found[-1] if found else root / f"{config_name}-*" / "last.ckpt"
         if not ckpt.is_file():
             raise FileNotFoundError(f"resume=last: no checkpoint at {str(ckpt)!r}; pass resume=PATH or name=RUN")
-        return ckpt.parent.name, ckpt.parent, str(ckpt)
+        return name or ckpt.parent.name, ckpt.parent, str(ckpt)
     if resume is not None:
         ckpt = Path(resume)
         if not ckpt.is_file():
