@@ -45,7 +45,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException as err:
             Path(tmp).unlink(missing_ok=True)
             if isinstance(err, (OSError, RuntimeError)):  # torch reports a full disk as RuntimeError
-                raise OSError(getattr(err, "errno", None), f"could not write checkpoint {path}: {err}") from None
+                raise OSError(f"could not write checkpoint {path}: {' '.join(str(err).split())}") from None
             raise
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:

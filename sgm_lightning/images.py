@@ -89,6 +89,6 @@ def save_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
         if isinstance(err, OSError) and err.filename is None:  # a full disk: say which file
-            raise OSError(err.errno, f"could not write {path}: {err.strerror or err}") from None
+            raise OSError(f"could not write {path}: {err.strerror or err}") from None
         raise
     return path

@@ -100,7 +100,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:  # a full disk: say which file
+            raise OSError(f"could not write {path}: {err.strerror or err}") from None
         raise
     return path

@@ -113,3 +113,21 @@ def test_more_samples_than_memory_holds_are_refused_up_front(model_dir, tmp_path
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--n: 1000000000 samples of shape (1, 8, 8) need 60 GiB" in err
     assert not (tmp_path / "big").exists()
+
+
+def test_a_full_disk_while_writing_a_png_names_the_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    import errno
+
+    from PIL import Image
+
+    from sgm_lightning.images import save_png
+
+    def full(self, fp, *a, **k):
+        fp.write(b"\x89PNG partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(OSError) as caught:
+        save_png(tmp_path / "png" / "000007.png", np.zeros((4, 4, 1), np.uint8))
+    assert str(caught.value) == f"could not write {tmp_path / 'png' / '000007.png'}: No space left on device"
+    assert list((tmp_path / "png").iterdir()) == []
