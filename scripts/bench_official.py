@@ -287,6 +287,8 @@ def time_sides(fns: dict, rounds: int, sync) -> tuple[dict[str, list[float]], di
             sync()
             wall[k].append(time.perf_counter() - t0)
             cpu[k].append(time.process_time() - c0)
+        print("  round " + ", ".join(f"{k} {w[-1]:.2f} s" for k, w in wall.items()) + f"  load {loadavg()}",
+              file=sys.stderr, flush=True)
     return wall, cpu
 
 
@@ -357,7 +359,8 @@ def main(args) -> None:
     dev = torch.cuda.get_device_name() if cuda else cpu_description()
     print(f"# device: {dev}\n# official: {path} (commit {commit}){'; ' + note if note else ''}\n"
           f"# batch {args.batch}, rounds {args.rounds} (+1 warm-up), fp32, interleaved; ratio = ours / official "
-          f"(speed: best-of-rounds img/s, median in brackets; memory: peak growth of a training step)", flush=True)
+          f"(speed: best-of-rounds img/s; paired median = median over rounds of official time / ours in the "
+          f"same round; CPU time: best process CPU seconds; memory: peak growth of a training step)", flush=True)
     rows = []
     for threads in args.threads:
         if threads:
@@ -390,7 +393,7 @@ def main(args) -> None:
                     rows.append((net, mode, torch.get_num_threads(), k,
                                  args.batch / min(t[k]), args.batch / min(t["official"]),
                                  min(t["official"]) / min(t[k]),
-                                 statistics.median(t["official"]) / statistics.median(t[k]),
+                                 statistics.median(o / u for o, u in zip(t["official"], t[k])),
                                  max(errs[k], 0.0), f"{load0} -> {loadavg()}", min(c["official"]) / min(c[k])))
                     print(_fmt(rows[-1]), flush=True)
             del off, ours, sides
@@ -400,7 +403,7 @@ def main(args) -> None:
                     rows.append((net, "memory", torch.get_num_threads(), k, mem[k], mem["official"],
                                  mem[k] / mem["official"], None, errs[k], loadavg(), None))
                     print(_fmt(rows[-1]), flush=True)
-    print("\n| net | measure | threads | ours (variant) | ours | official | ours / official: best (median) "
+    print("\n| net | measure | threads | ours (variant) | ours | official | ours / official: best (paired median) "
           "| CPU time | load (1, 5, 15 min) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         unit = "GiB" if r[1] == "memory" else "img/s"
@@ -411,7 +414,7 @@ def main(args) -> None:
 
 
 def _fmt(r) -> str:
-    med = f" (median {r[7]:.2f}x, CPU time {r[10]:.2f}x)" if r[7] is not None else ""
+    med = f" (paired median {r[7]:.2f}x, CPU time {r[10]:.2f}x)" if r[7] is not None else ""
     unit = "GiB" if r[1] == "memory" else "img/s"
     return (f"{r[0]:7} {r[1]:6} threads={r[2]} {r[3]:12} ours {r[4]:8.3f} {unit}  official {r[5]:8.3f} {unit}  "
             f"ratio {r[6]:.2f}x{med}  equal(max rel err {r[8]:.1e})  load {r[9]}")

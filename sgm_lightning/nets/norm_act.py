@@ -9,9 +9,11 @@ values, bit for bit; under ``torch.compile`` the plain ops are used (the compile
 rematerialises pointwise ops itself).
 
 Recomputing trades time for memory, so it is a per-network choice (``recompute_norm_act`` of
-:class:`~.ncsnpp.NCSNpp`, resolved by :func:`recompute_enabled`); ``"auto"`` picks what was
-measured fastest on the device type (docs/performance.md): the plain ops on CPU and CUDA, whose
-activation memory already stays below the official networks'.
+:class:`~.ncsnpp.NCSNpp`, resolved by :func:`recompute_enabled`); ``"auto"`` takes the setting
+measured best on the device type (docs/performance.md). On CPU that is ``"norm"``: recompute
+GroupNorm only (one multiply-add pass) and keep the conv input, which brings a training step's
+activation memory under 0.7x the official networks' for a few per cent of time, where the plain
+ops stay at ~0.96x and full recomputation costs more time. Unmeasured devices keep the plain ops.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: ``recompute_norm_act="auto"`` per device type (measured in docs/performance.md: recomputing is
-#: 3-8% slower per CPU training step; an unmeasured device keeps the plain ops)
-AUTO_RECOMPUTE: dict[str, bool | str] = {"cpu": False, "cuda": False}
+#: ``recompute_norm_act="auto"`` per device type (docs/performance.md); CUDA is not measured yet
+AUTO_RECOMPUTE: dict[str, bool | str] = {"cpu": "norm", "cuda": False}
 
 
 def recompute_enabled(setting: bool | str, x: torch.Tensor) -> bool | str:
