@@ -220,3 +220,25 @@ def test_the_guard_names_each_kind_of_non_finite_state():
     trainer.callback_metrics["val/loss"] = torch.tensor(float("nan"))
     with pytest.raises(RunFailed, match=r"step 17: the validation loss \(nan\) is not finite"):
         guard.on_validation_end(trainer, net)
+
+
+def test_kill_9_while_checkpointing_every_step_leaves_a_resumable_last_ckpt(tmp_path, fresh_run_name):
+    from sgm_lightning.guards import read_checkpoint
+
+    proc = subprocess.Popen([*SGM, "train", *TINY, f"checkpoint.dir={tmp_path}/ck", "name=k",
+                             "trainer.max_steps=1000000", "checkpoint.every_n_train_steps=1",
+                             "checkpoint.save_top_k=1"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "ck" / "k" / "last.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not last.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # a few saves later: the kill lands in or between checkpoint writes
+    proc.kill()
+    proc.wait(timeout=60)
+    step = int(read_checkpoint(last)["global_step"])  # complete, whatever the kill interrupted
+    assert step >= 1
+    res = train(api(tmp_path, "name=k", "resume=last", f"trainer.max_steps={step + 2}"), config_name="toy_2d",
+                resume_overrides=["name", "resume", "trainer.max_steps"])
+    assert res.trainer.global_step == step + 2
+    assert not list(last.parent.glob(".*.tmp")) and not list(last.parent.glob("last-v*"))
