@@ -73,3 +73,12 @@ def test_to_uint8_refuses_non_finite_images():
     with pytest.raises(ValueError, match="NaN or inf"):
         to_uint8(x, centered=False)
     assert to_uint8(torch.full((1, 1, 2, 2), 2.0), centered=False).unique().tolist() == [255]  # finite: clipped
+
+
+def test_plain_langevin_refuses_bad_start_states():
+    from sgm_lightning.sampling import langevin
+
+    with pytest.raises(ValueError, match="x0: the start states hold NaN or inf"):
+        langevin(lambda x: -x, torch.tensor([[0.0, float("inf")]]), step_size=0.1, n_steps=2)
+    with pytest.raises(ValueError, match="x0: expected a floating-point tensor with values, got torch.int64"):
+        langevin(lambda x: -x, torch.zeros(2, 2, dtype=torch.long), step_size=0.1, n_steps=2)

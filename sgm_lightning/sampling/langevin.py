@@ -37,6 +37,10 @@ def langevin(score, x0: torch.Tensor, *, step_size: float, n_steps: int,
     n_steps = check_int("n_steps", n_steps, 1)
     if not isinstance(x0, torch.Tensor) or x0.ndim < 2:
         raise ValueError("x0: expected a tensor of shape (B, ...)")
+    if not x0.is_floating_point() or x0.device.type == "meta":
+        raise ValueError(f"x0: expected a floating-point tensor with values, got {x0.dtype} on {x0.device}")
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError("x0: the start states hold NaN or inf")
     gen = as_generator(generator, x0.shape[0])
     x, noise_scale = x0.detach().clone(), math.sqrt(2 * h)
     for i in range(n_steps):
