@@ -150,7 +150,7 @@ class SaveLast(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step != self.saved_step:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full state, as ModelCheckpoint saves
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self._previous is not None and signal.getsignal(signal.SIGINT) == self._on_sigint:

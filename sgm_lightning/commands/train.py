@@ -253,7 +253,7 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
             for stale in run_dir.glob(".*.tmp"):  # left by a run killed while writing a checkpoint
                 stale.unlink(missing_ok=True)
             write_text_atomic(config_path, to_yaml(cfg))
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # never unpickle code
         grid = finish(trainer, cfg, run_dir, name)
     return TrainResult(module, trainer, run_dir, grid)
 
