@@ -304,12 +304,17 @@ def predict_samples(model, settings: dict, out: Path, *, condition=None, acceler
     import pytorch_lightning as pl
 
     warnings.filterwarnings("ignore", message="predict returned None")  # on purpose: each rank writes PNGs
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
     world = settings["devices"] * settings["num_nodes"]
-    trainer = pl.Trainer(
-        accelerator=accelerator, devices=settings["devices"], num_nodes=settings["num_nodes"],
-        strategy=strategy if world > 1 else "auto", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-    )
+    try:
+        trainer = pl.Trainer(
+            accelerator=accelerator, devices=settings["devices"], num_nodes=settings["num_nodes"],
+            strategy=strategy if world > 1 else "auto", logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+        )
+    except (MisconfigurationException, RuntimeError) as err:  # e.g. --devices 4 on a 2-GPU machine
+        raise ValueError(f"--devices/--accelerator: {' '.join(str(err).split())}") from None
     from ..callbacks import IndexSampler
 
     writer = IndexSampler(model, settings, out, condition=condition,
