@@ -18,6 +18,10 @@ from PIL import Image
 from .paths import FILE_MODE
 
 
+class NonFiniteImageError(ValueError):
+    """Images holding NaN or inf: a diverged model or sampler, never written as pixels."""
+
+
 def to_uint8(x: torch.Tensor, centered: bool) -> torch.Tensor:
     """Float images ``(B, C, H, W)`` -> uint8 ``(B, H, W, C)`` on the CPU.
 
@@ -31,7 +35,7 @@ def to_uint8(x: torch.Tensor, centered: bool) -> torch.Tensor:
     finite = torch.isfinite(x).flatten(1).all(1)
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten().tolist()
-        raise ValueError(f"x: {len(bad)} of {x.shape[0]} images hold NaN or inf values (e.g. image {bad[0]}); "
+        raise NonFiniteImageError(f"x: {len(bad)} of {x.shape[0]} images hold NaN or inf values (e.g. image {bad[0]}); "
                          "the model or sampler diverged, refusing to write them as pixels")
     if centered:
         x = (x + 1.0) / 2.0

@@ -242,3 +242,16 @@ def test_kill_9_while_checkpointing_every_step_leaves_a_resumable_last_ckpt(tmp_
                 resume_overrides=["name", "resume", "trainer.max_steps"])
     assert res.trainer.global_step == step + 2
     assert not list(last.parent.glob(".*.tmp")) and not list(last.parent.glob("last-v*"))
+
+
+def test_nan_samples_from_a_diverging_sampler_fail_the_run_instead_of_a_black_grid(tmp_path, fresh_run_name, capsys):
+    tiny_images = ["data.image_size=8", "model.kwargs.nf=8", "model.kwargs.ch_mult=[1]",
+                   "model.kwargs.num_res_blocks=1", "model.kwargs.attn_resolutions=[]", "sde.N=5",
+                   "data.batch_size=16", "data.val_batch_size=64"]
+    rc = main(["train", *tiny_images, f"checkpoint.dir={tmp_path}/ck", "name=g", "logging.logger=none",
+               "trainer.max_steps=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+               "sample.sampler=ald", "sample.step_lr=1e30", "sample.n_steps_each=1", "sample.n_samples=2"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1 and "at step 1 the sampled images are broken" in last and "2 of 2 images hold NaN" in last
+    assert not (tmp_path / "ck" / "g" / "samples.png").exists()
+    assert step_of(tmp_path / "ck" / "g" / "last.ckpt") == 1  # the finite training state is kept

@@ -217,6 +217,8 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
 
     from ..config import check_accelerator
     from ..data import SGMDataModule
+    from ..errors import RunFailed
+    from ..images import NonFiniteImageError
     from ..module import ScoreModule
     from ..paths import FolderLock, write_text_atomic
     from ..resume import resume_config_path
@@ -253,14 +255,19 @@ def train(cfg, config_name: str = "run", callbacks: list | None = None,
             for stale in run_dir.glob(".*.tmp"):  # left by a run killed while writing a checkpoint
                 stale.unlink(missing_ok=True)
             write_text_atomic(config_path, to_yaml(cfg))
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # never unpickle code
-        grid = finish(trainer, cfg, run_dir, name)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # never unpickle code
+            grid = finish(trainer, cfg, run_dir, name)
+        except NonFiniteImageError as err:  # a sample grid of NaN: a broken run, whoever drew it
+            raise RunFailed(f"error: at step {trainer.global_step} the sampled images are broken ({err}); "
+                            f"the newest finite state is {run_dir / 'last.ckpt'} (if saved); check the model "
+                            "(optim.lr) and the sample.* settings") from None
     return TrainResult(module, trainer, run_dir, grid)
 
 
 def finish(trainer, cfg, run_dir: Path, name: str) -> Path | None:
     """After ``fit``: report a Ctrl-C, draw the final grid (NaN samples fail the run), close wandb."""
-    from ..errors import Interrupted, RunFailed
+    from ..errors import Interrupted
     from ..guards import SaveLast
 
     save_last = next(c for c in trainer.callbacks if isinstance(c, SaveLast))
@@ -271,11 +278,7 @@ def finish(trainer, cfg, run_dir: Path, name: str) -> Path | None:
     # ddp_spawn / ddp_fork: the trained EMA lives in the worker processes, not in this one
     spawned = getattr(trainer.strategy, "_start_method", "popen") != "popen"
     if cfg.sample.at_end and trainer.is_global_zero and not spawned:
-        try:
-            grid = save_final_grid(trainer, cfg, run_dir / "samples.png")
-        except ValueError as err:  # NaN samples from finite weights: not a successful run either
-            raise RunFailed(f"error: training reached step {trainer.global_step} (saved {run_dir / 'last.ckpt'}) but "
-                            f"the end-of-training samples are broken: {err}") from None
+        grid = save_final_grid(trainer, cfg, run_dir / "samples.png")  # NaN samples: NonFiniteImageError
     if cfg.logging.logger == "wandb" and trainer.is_global_zero:
         import wandb
 
