@@ -14,7 +14,11 @@ from sgm_lightning.cli import main
 from sgm_lightning.paths import FolderLock
 
 TINY = ["data.image_size=8", "model.preset=ncsnpp_digits", "model.kwargs.nf=8", "model.kwargs.ch_mult=[1]",
-        "model.kwargs.num_res_blocks=1", "model.kwargs.attn_resolutions=[]", "sde.N=50", "sample.steps=2"]
+        "model.kwargs.num_res_blocks=1", "model.kwargs.attn_resolutions=[]", "sde.N=50", "sample.steps=2",
+        # pinned, so the fixture does not follow the default config (an untrained export cannot
+        # carry model.sigma_data=auto, and the PC sampler is what these tests check)
+        "model.precond=none", "model.sigma_data=0.5", "loss.sigma_dist=uniform_t", "loss.weighting=sigma2",
+        "sample.sampler=pc", "sample.predictor=reverse_diffusion", "sample.corrector=langevin"]
 
 
 @pytest.fixture(scope="module")
