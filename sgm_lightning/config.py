@@ -188,6 +188,15 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+def data_shape(cfg) -> tuple[int, ...]:
+    """Shape of one item of a ``data`` section, without reading data: ``(C, S, S)`` for images,
+    ``(d,)`` for points. Here (not in :mod:`.data`) so loading a model needs no Lightning."""
+    if cfg.dataset in POINT_DATASETS:
+        return (len(cfg.mixture.means[0]) if cfg.dataset == "mixture" else 2,)
+    channels = 1 if cfg.dataset in ("digits", "mnist", "fashion_mnist") else 3
+    return (channels, cfg.image_size, cfg.image_size)
+
+
 def resolve_config_path(path: str | os.PathLike | None) -> Path:
     """``None`` -> configs/digits.yaml; a bare name ``cifar10_ncsnpp`` -> configs/<name>.yaml."""
     if path is None:

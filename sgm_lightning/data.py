@@ -33,7 +33,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
-from .config import POINT_DATASETS
+from .config import POINT_DATASETS, data_shape  # noqa: F401 - data_shape lives in config (no Lightning)
 from .image_files import _HOW, CelebAImages, CIFAR10Batches, ImageFiles, LSUNImages, load_image  # noqa: F401
 
 
@@ -186,14 +186,6 @@ def image_dataset(cfg, train: bool = True) -> Dataset:
         return ImageFiles(cfg.root, transform=_transform(cfg, train, grayscale=False),
                           bad_images=cfg.get("bad_images", "fail"))
     raise ValueError(f"data.dataset: {name!r} is not an image dataset")
-
-
-def data_shape(cfg) -> tuple[int, ...]:
-    """Shape of one item, without reading data: ``(C, S, S)`` for images, ``(d,)`` for points."""
-    if cfg.dataset in POINT_DATASETS:
-        return (len(cfg.mixture.means[0]) if cfg.dataset == "mixture" else 2,)
-    channels = 1 if cfg.dataset in ("digits", "mnist", "fashion_mnist") else 3
-    return (channels, cfg.image_size, cfg.image_size)
 
 
 # --- splitting and loading ------------------------------------------------------------
