@@ -36,7 +36,7 @@ import yaml
 
 from ..rng import SEED_LIMIT
 
-PNG_DIR, GRID, NPZ, SETTINGS = "png", "grid.png", "samples.npz", "sample_config.yaml"
+from ..sample_dir import GRID, NPZ, PNG_DIR, SETTINGS, pending_indices, png_path  # noqa: F401 (callbacks use them)
 MAX_NPZ_BYTES = 32 * 2**30  # samples.npz is built in memory by rank 0
 #: settings that do not change any image (free to differ between runs into one DIR)
 FREE_KEYS = ("n", "batch_size", "devices", "num_nodes", "checkpoint_path")
@@ -187,22 +187,6 @@ def prepare_out_dir(out: Path, settings: dict, overwrite: bool) -> None:
     for f in png.glob(".*.tmp"):  # left by a killed run (never a finished sample)
         f.unlink(missing_ok=True)
     _atomic_write_bytes(cfg_path, yaml.safe_dump(settings, sort_keys=False).encode())
-
-
-def png_path(out: Path, k: int) -> Path:
-    return out / PNG_DIR / f"{k:06d}.png"
-
-
-def pending_indices(out: Path, n: int) -> list[int]:
-    """Indices in [0, n) whose PNG is not written yet (resume); an empty file counts as not written."""
-    return [k for k in range(n) if not _nonempty(png_path(out, k))]
-
-
-def _nonempty(p: Path) -> bool:
-    try:
-        return p.stat().st_size > 0
-    except OSError:
-        return False
 
 
 def assemble(out: Path, n: int) -> np.ndarray:
