@@ -35,8 +35,8 @@ import numpy as np
 import yaml
 
 from ..rng import SEED_LIMIT
-
 from ..sample_dir import GRID, NPZ, PNG_DIR, SETTINGS, pending_indices, png_path  # noqa: F401 (callbacks use them)
+
 MAX_NPZ_BYTES = 32 * 2**30  # samples.npz is built in memory by rank 0
 #: settings that do not change any image (free to differ between runs into one DIR)
 FREE_KEYS = ("n", "batch_size", "devices", "num_nodes", "checkpoint_path")
