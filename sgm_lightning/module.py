@@ -92,6 +92,7 @@ class ScoreModule(pl.LightningModule):
     def __init__(self, cfg, net: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
+        resolve_sigma_data(cfg)
         self.sde = build_sde(cfg.sde)
         self.shape = data_shape(cfg.data)
         self.net = net if net is not None else build_net(cfg.model, self.shape, cfg.sde, cfg.data.centered)
@@ -114,16 +115,7 @@ class ScoreModule(pl.LightningModule):
                                  precond=precond_from_config(self.cfg.model))
 
     def _sigma_data(self) -> float:
-        sd = self.cfg.model.sigma_data
-        return 0.5 if sd == "auto" else float(sd)  # auto is resolved in setup(); 0.5 only before it
-
-    def setup(self, stage: str) -> None:
-        """Resolve ``model.sigma_data=auto`` from the training data (stored in the checkpoint's config)."""
-        if self.cfg.model.sigma_data == "auto":
-            dm = getattr(self.trainer, "datamodule", None)
-            if dm is None or getattr(dm, "train_set", None) is None:
-                raise ValueError("model.sigma_data=auto: needs the SGMDataModule's training set")
-            self.cfg.model.sigma_data = estimate_sigma_data(dm.train_set)
+        return float(self.cfg.model.sigma_data)
 
     @contextmanager
     def ema_scope(self):
@@ -290,6 +282,17 @@ class FinalCheckpoint(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step != self.saved_step:
             trainer.save_checkpoint(self.path)
+
+
+def resolve_sigma_data(cfg) -> None:
+    """Replace ``model.sigma_data=auto`` by the training data's std, in place (so the run's
+    checkpoints carry the number and inference never needs the data)."""
+    if cfg.model.sigma_data == "auto":
+        from .data import SGMDataModule
+
+        dm = SGMDataModule(cfg.data, seed=cfg.seed)
+        dm.setup("fit")
+        cfg.model.sigma_data = estimate_sigma_data(dm.train_set)
 
 
 def estimate_sigma_data(dataset, max_items: int = 4096) -> float:

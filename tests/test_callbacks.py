@@ -66,7 +66,7 @@ def test_image_grid_trajectory_and_nfe_are_logged_and_repeatable(tmp_path):
         "trainer.enable_model_summary=false", "data.batch_size=16", "data.val_batch_size=64", "logging.logger=csv",
         f"logging.save_dir={tmp_path}/runs", f"checkpoint.dir={tmp_path}/ck", "name=img", "sample.at_end=false",
         "sample.steps=4", "sample.trajectory=true", "sample.trajectory_frames=3", "sample.n_samples=5",
-        "sample.batch_size=4", "sample.seed=11",
+        "sample.batch_size=4", "sample.seed=11", "sample.sampler=pc",
     ]
     cfg = load_config(None, overrides)  # sample.every_n_steps=0: the run itself attaches no sampler
     cb = SamplingCallback.from_config(load_config(None, [*overrides, "sample.every_n_steps=1"]),
