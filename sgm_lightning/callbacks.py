@@ -359,7 +359,7 @@ class IndexSampler(pl.LightningModule):
         self.pending: list[int] = []
 
     def setup(self, stage: str) -> None:
-        from .commands.sample import pending_indices
+        from .sample_dir import pending_indices
 
         # rank 0 lists the pending indices and broadcasts them, so no rank can see another
         # rank's fresh files and disagree about the split
@@ -379,7 +379,7 @@ class IndexSampler(pl.LightningModule):
             self.bar = self.progress_cls(len(self.pending), self.trainer.world_size)
 
     def predict_step(self, batch, batch_idx):
-        from .commands.sample import png_path
+        from .sample_dir import png_path
 
         s, idx = self.settings, batch.tolist()
         x, nfe = draw_samples(self.model.score_fn(), self.model.sde, tuple(s["shape"]), idx, seed=s["seed"],

@@ -19,8 +19,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from .config import config_from_yaml, to_yaml
-from .data import data_shape
+from .config import config_from_yaml, data_shape, to_yaml
 from .nets.precond import precond_from_config
 from .nets.wrapper import score_fn_from_net
 from .sde import SDE, ScoreFn

@@ -1,16 +1,12 @@
-"""scripts/eval_digits.py: the yardstick of the default run (classifier, coverage, Frechet distance)."""
+"""The yardstick of the default run (sgm_lightning.digits_quality, run by scripts/eval_digits.py):
+classifier, coverage, Frechet distance."""
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-spec = importlib.util.spec_from_file_location("eval_digits", Path(__file__).parents[1] / "scripts" / "eval_digits.py")
-ev = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ev)
+from sgm_lightning import digits_quality as ev
 
 
 def test_frechet_matches_the_gaussian_closed_form():
@@ -27,12 +23,12 @@ def test_real_digits_score_as_real():
     from sgm_lightning.config import load_config
 
     cfg = load_config("digits")
-    (xa, ya), (xb, yb), (xv, yv) = ev.real_splits(cfg)
-    assert len(xv) == 180 and len(xa) + len(xb) == 1797 - 180
-    clf = ev.fit_classifier(xa, ya)
-    assert (clf.predict(xv) == yv).mean() > 0.93
-    r = ev.report(clf, xb[:400], ev.features(clf, xv))
+    (xa, ya), (xb, yb), (xv, yv), (xt, _) = ev.real_splits(cfg)
+    assert len(xv) == 180 and len(xa) + len(xb) == len(xt) == 1797 - 180
+    ys = ev.Yardstick(cfg)
+    assert ys.accuracy > 0.93
+    r = ys.report(xb[:400], in_train=True)
     assert r["coverage"] == 10 and r["mean_confidence"] > 0.85
     noise = np.random.default_rng(1).uniform(size=(400, 256))
-    bad = ev.report(clf, noise, ev.features(clf, xv))
+    bad = ys.report(noise)
     assert bad["frechet"] > 10 * r["frechet"]  # the distance separates noise from digits
