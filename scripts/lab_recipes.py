@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--recipes", default="ve,edm,vp", help="comma-separated; empty: none")
     ap.add_argument("--best", default="edm", help="the recipe whose last checkpoint the sampler sweep uses")
     ap.add_argument("--no-sweep", action="store_true", help="skip the sampler sweep (e.g. to train in parallel)")
+    ap.add_argument("--only-last", action="store_true", help="score only each recipe's last checkpoint")
     ap.add_argument("--no-train", action="store_true",
                     help="score the checkpoints already in --ckpt-dir (a run stopped early); no CPU time")
     ap.add_argument("--sweep-ckpt", default=None, help="sweep this checkpoint instead of --best's last one")
@@ -148,6 +149,8 @@ def main(argv=None) -> int:
         else:
             run = train(f"recipe-{recipe}", recipe, steps, max(1, steps // args.checkpoints), ckpt_dir, args.extra)
         rows = {}
+        if args.only_last:
+            run["ckpts"] = {max(run["ckpts"]): run["ckpts"][max(run["ckpts"])]}
         for step, ckpt in sorted(run["ckpts"].items()):
             rows[step] = score(ckpt, ys, args.n, *SCORE_SAMPLER)
             print(f"{recipe} step {step}: Frechet {rows[step]['frechet']:.2f} conf {rows[step]['mean_confidence']:.3f}",
