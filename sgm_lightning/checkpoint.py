@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import config_from_yaml, data_shape, to_yaml
 from .nets.precond import precond_from_config
+from .paths import set_file_mode
 from .nets.wrapper import score_fn_from_net
 from .sde import SDE, ScoreFn
 
@@ -148,4 +149,6 @@ def export(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     meta = {"format": "sgm-lightning", "step": str(model.step if model.step is not None else "")}
     save_file(state, str(out / WEIGHTS), metadata=meta)
     (out / CONFIG).write_text(to_yaml(model.cfg))
+    for name in (WEIGHTS, CONFIG):  # safetensors writes through a private (0600) temp file
+        set_file_mode(out / name)
     return out

@@ -270,20 +270,6 @@ class ScoreModule(pl.LightningModule):
         self._noise = None
 
 
-class FinalCheckpoint(pl.Callback):
-    """Writes ``path`` (the run's last.ckpt) when training ends, unless that step was already saved."""
-
-    def __init__(self, path):
-        self.path, self.saved_step = path, -1
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.saved_step = checkpoint.get("global_step", -1)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if trainer.global_step != self.saved_step:
-            trainer.save_checkpoint(self.path)
-
-
 def resolve_sigma_data(cfg) -> None:
     """Replace ``model.sigma_data=auto`` by the training data's std, in place (so the run's
     checkpoints carry the number and inference never needs the data)."""

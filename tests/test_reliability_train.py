@@ -199,6 +199,11 @@ def test_export_writes_files_with_the_umask_and_refuses_a_file_as_out(tmp_path, 
     os.umask(umask)
     for name in ("model.safetensors", "config.yaml"):
         assert (tmp_path / "exp" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    from sgm_lightning.checkpoint import export  # the Python API too, not only `sgm export`
+
+    export(ckpt, tmp_path / "api")
+    for name in ("model.safetensors", "config.yaml"):
+        assert (tmp_path / "api" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
 def test_the_guard_names_each_kind_of_non_finite_state():

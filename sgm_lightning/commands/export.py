@@ -18,12 +18,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import CONFIG, WEIGHTS, export
-    from ..paths import check_output_dir, set_file_mode
+    from ..checkpoint import export
+    from ..paths import check_output_dir
 
     check_output_dir(args.out, "--out")
-    out = export(args.ckpt, args.out)
-    for name in (WEIGHTS, CONFIG):  # safetensors writes through a private (0600) temp file
-        set_file_mode(out / name)
+    out = export(args.ckpt, args.out)  # files get the user's umask
     print(f"exported {args.ckpt} -> {out}/model.safetensors, {out}/config.yaml")
     return 0
