@@ -15,9 +15,7 @@ and every checkpoint is written atomically and read without running code.
 
 from __future__ import annotations
 
-import os
 import signal
-import tempfile
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -25,28 +23,18 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from .errors import RunFailed
-from .paths import FILE_MODE
+from .paths import atomic_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O: atomic writes, safe reads (see module docstring)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            os.fchmod(fd, FILE_MODE)
-            with os.fdopen(fd, "wb") as f:
+            with atomic_file(path, "wb", fsync=True) as f:
                 torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as err:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(err, (OSError, RuntimeError)):  # torch reports a full disk as RuntimeError
-                raise OSError(f"could not write checkpoint {path}: {' '.join(str(err).split())}") from None
-            raise
+        except (OSError, RuntimeError) as err:  # torch reports a full disk as RuntimeError
+            raise OSError(f"could not write checkpoint {path}: {' '.join(str(err).split())}") from None
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return _load_weights_only(Path(path), map_location or "cpu")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -88,8 +89,14 @@ class FolderLock:
             self.fd = None
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", *, fsync: bool = False):
+    """A file object whose content replaces ``path`` when the block ends without an error.
+
+    It writes to a temporary file in the same folder (the user's umask, not mkstemp's 0600) and
+    renames it over ``path``, so ``path`` is never half-written; on an error the temporary file
+    is removed and the error propagates. ``fsync``: flush to the disk before the rename.
+    """
     import tempfile
 
     path = Path(path)
@@ -97,12 +104,24 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as err:
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:  # a full disk: say which file
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+    try:
+        with atomic_file(path) as f:
+            f.write(text)
+    except OSError as err:
+        if err.filename is None:  # a full disk: say which file
             raise OSError(f"could not write {path}: {err.strerror or err}") from None
         raise
-    return path
+    return Path(path)
