@@ -54,7 +54,7 @@ def _reset_peak_rss() -> None:
 
 def _peak_rss_bytes() -> int:
     with open("/proc/self/status") as f:
-        line = next(l for l in f if l.startswith("VmHWM:"))
+        line = next(ln for ln in f if ln.startswith("VmHWM:"))
     return int(line.split()[1]) * 1024
 
 
@@ -256,7 +256,8 @@ def main() -> None:
             r_mem = f"{mem[m] / m0:7.2f}" if m0 else "      -"
             print(f"{net_key:8} {m:14} {best[m]:10.2f} {med[m]:8.2f} {r_speed} {mem[m]:9.3f} {r_mem}", flush=True)
         if "reference" in best and "fp32" in best:
-            print(f"{net_key:8} ours (fp32) vs score_sde-style reference: speed {best['fp32'] / best['reference']:.2f}x "
+            print(f"{net_key:8} ours (fp32) vs score_sde-style reference: "
+                  f"speed {best['fp32'] / best['reference']:.2f}x "
                   f"(median {med['fp32'] / med['reference']:.2f}x), memory {mem['fp32'] / mem['reference']:.2f}x",
                   flush=True)
 

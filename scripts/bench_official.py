@@ -378,9 +378,9 @@ def main(args) -> None:
             sides = {"official": off, **ours}
             for mode in [m for m in args.official_modes if m != "memory"]:
                 if mode == "train":
-                    fns = {k: (lambda s=s: s.step(x)) for k, s in sides.items()}
+                    fns = {k: (lambda s=s, x=x: s.step(x)) for k, s in sides.items()}
                 else:
-                    def infer(s):
+                    def infer(s, x=x, labels=labels):
                         def run():
                             s.net.eval()
                             with torch.no_grad(), getattr(s, "autocast", contextlib.nullcontext()):

@@ -146,8 +146,8 @@ def bookkeeping_table(repeats: int):
 
     print("\nbookkeeping per step, stub score, batch 64, 3x16x16 (target <= 300 us; score_sde PC ~790 us)")
     print(f"{'sampler':36s} {'steps':>5s} {'us/step':>9s} {'us/score call':>14s}")
-    base = best_time(lambda: score_sde_style_pc(sde, stub, (64, *SHAPE), 20, generator=torch.Generator().manual_seed(0)),
-                     repeats) / 20
+    base = best_time(lambda: score_sde_style_pc(sde, stub, (64, *SHAPE), 20,
+                                                generator=torch.Generator().manual_seed(0)), repeats) / 20
     print(f"{'baseline: score_sde-style PC loop':36s} {20:5d} {base * 1e6:9.0f} {base / 2 * 1e6:14.0f}")
     noise_cost = best_time(lambda: [torch.randn(64, *SHAPE) for _ in range(20)], repeats) / 20
     print(f"{'(one torch.randn of the batch)':36s} {'':5s} {noise_cost * 1e6:9.0f}")
@@ -166,7 +166,7 @@ def bookkeeping_table(repeats: int):
             continue  # adaptive: the step count depends on the (stub) dynamics
         info = {}
 
-        def run():
+        def run(sampler=sampler, opts=opts, info=info):
             calls = [0]
 
             def cb(i, t, x):
@@ -198,7 +198,8 @@ def norms_study(repeats: int):
                 res = run_sampler("pc", sde, gm.score_fn(sde), (n, d), steps=100, norms=norms,
                                   generator=torch.Generator().manual_seed(0), dtype=torch.float64)
                 width = (mode_statistics(res.x, gm)[2] / 0.25).mean(1).sqrt()
-                print(f"d={d:4d} {type(sde).__name__:6s} norms={norms:6s} widths {[round(v, 3) for v in width.tolist()]}")
+                widths = [round(v, 3) for v in width.tolist()]
+                print(f"d={d:4d} {type(sde).__name__:6s} norms={norms:6s} widths {widths}")
 
 
 def main():

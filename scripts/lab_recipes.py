@@ -227,7 +227,8 @@ def tables(r: dict) -> str:
     if "sweep" in r:
         sw, real = r["sweep"], r["sweep"]["real"]
         lines += ["", f"Samplers on the last {sw['best']} checkpoint, n={sw['n']} (real digits: Frechet "
-                  f"{real['frechet']:.2f}, confidence {real['mean_confidence']:.3f}, p>0.9 {real['share_confident']:.3f}).",
+                  f"{real['frechet']:.2f}, confidence {real['mean_confidence']:.3f}, "
+                  f"p>0.9 {real['share_confident']:.3f}).",
                   "", "| sampler | steps | NFE | Frechet | mean conf | p > 0.9 | noise-like | outside [-1.5, 1.5] | "
                   "meets all |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for row in sw["rows"]:
@@ -245,7 +246,6 @@ def figure(r: dict, path: Path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, rec in r["recipes"].items():
-        run = rec["run"]
         steps = sorted(rec["rows"], key=int)
         a.plot([int(s) for s in steps], [rec["rows"][s]["frechet"] for s in steps], "o-", label=name)
     if r["recipes"]:

@@ -281,7 +281,8 @@ class FIDCallback(_EveryNStepsCallback):
         if n_samples < 2 or batch_size < 1 or every_n_steps < 0:
             raise ValueError("eval.n_samples must be >= 2, eval.batch_size >= 1, eval.every_n_steps >= 0")
         self.features, self.reference = features, reference
-        self.sampler, self.options, self.n, self.every, self.at_end = sampler, dict(options), n_samples, every_n_steps, at_end
+        self.sampler, self.options, self.n = sampler, dict(options), n_samples
+        self.every, self.at_end = every_n_steps, at_end
         self.seed, self.batch_size, self.kid_subset_size, self.exact = seed, batch_size, kid_subset_size, exact
         self.metrics = None
         self.last: dict[str, float] | None = None

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, sample and evaluate score-based generative models.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         importlib.import_module(f"sgm_lightning.commands.{module}").register(sub)
     return parser
 

@@ -375,7 +375,8 @@ def validate(cfg: DictConfig) -> None:
     for k in ("n_samples", "batch_size", "kid_subset_size"):
         _check(ev[k] >= 1, f"eval.{k}", f"must be >= 1, got {ev[k]}")
     _check(ev.every_n_steps >= 0, "eval.every_n_steps", f"must be >= 0, got {ev.every_n_steps}")
-    _check(cfg.num_threads is None or cfg.num_threads >= 1, "num_threads", f"must be >= 1 or null, got {cfg.num_threads}")
+    _check(cfg.num_threads is None or cfg.num_threads >= 1, "num_threads",
+           f"must be >= 1 or null, got {cfg.num_threads}")
     if cfg.resume not in (None, "last"):
         _check(str(cfg.resume).endswith(".ckpt"), "resume", f"give a .ckpt path or 'last', got {cfg.resume!r}")
 
@@ -472,7 +473,7 @@ _RESERVED = {"gradient_clip_val": "optim.grad_clip", "log_every_n_steps": "loggi
 
 def _validate_trainer(cfg: DictConfig) -> None:
     names = trainer_option_names()
-    for key, value in cfg.trainer.items():
+    for key in cfg.trainer:
         if key in _RESERVED:
             raise ValueError(f"trainer.{key}: set {_RESERVED[key]} instead (the builder passes it to the Trainer)")
         if key not in names:

@@ -132,7 +132,8 @@ def _mnist_like(cfg, cls_name: str, transform):
         return cls(cfg.root, train=True, download=cfg.download, transform=transform)
     except RuntimeError as err:
         raise FileNotFoundError(
-            f"data.root: {cfg.dataset} not found in {str(raw)!r} (looked for train/t10k idx files, optionally .gz); {_HOW}"
+            f"data.root: {cfg.dataset} not found in {str(raw)!r} "
+            f"(looked for train/t10k idx files, optionally .gz); {_HOW}"
         ) from err
 
 

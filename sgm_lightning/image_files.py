@@ -50,7 +50,8 @@ class ImageFiles(Dataset):
         if bad:
             import warnings
 
-            warnings.warn(f"data.bad_images=skip: left out {len(bad)} unreadable file(s), e.g. {bad[0][0]}")
+            warnings.warn(f"data.bad_images=skip: left out {len(bad)} unreadable file(s), e.g. {bad[0][0]}",
+                          stacklevel=2)
         skip = {p for p, _ in bad}
         self.files = [p for p in files if p not in skip]
         if not self.files:

@@ -78,7 +78,7 @@ class FolderLock:
             import warnings  # a file system without locks (some NFS mounts): go on unlocked
 
             warnings.warn(f"{self.what}: cannot lock {self.folder} ({err.strerror}); not protected against a "
-                          "second writer", RuntimeWarning)
+                          "second writer", RuntimeWarning, stacklevel=2)
             return self
         self.fd = fd
         return self

@@ -53,7 +53,7 @@ def test_exact_score_is_the_minimiser_and_excess_is_the_score_error():
     exact = gaussian_score(sde)
     base, _ = dsm_loss(exact, sde, x0, generator=torch.Generator().manual_seed(5))
     for c in (0.9, 1.1):
-        worse, t = dsm_loss(lambda x, t: c * exact(x, t), sde, x0, generator=torch.Generator().manual_seed(5))
+        worse, t = dsm_loss(lambda x, t, c=c: c * exact(x, t), sde, x0, generator=torch.Generator().manual_seed(5))
         # std^2 (c - 1)^2 ||s*||^2 / d = (c-1)^2 std^2 / (S0^2 + std^2) in expectation over x_t
         std2 = sde.marginal_coeffs(t)[1] ** 2
         excess = ((c - 1) ** 2 * std2 / (S0**2 + std2)).mean().item()

@@ -26,7 +26,8 @@ SIGMAS = [0.002, 0.1, 0.5, 1.0, 3.0, 80.0]
 @pytest.mark.parametrize("sigma", SIGMAS)
 def test_edm_coefficients_match_table_1(sigma):
     sd = 0.5
-    c_skip, c_out, c_in, c_noise = (c.item() for c in Precond("edm", sd).coeffs(torch.tensor([sigma], dtype=torch.float64)))
+    coeffs = Precond("edm", sd).coeffs(torch.tensor([sigma], dtype=torch.float64))
+    c_skip, c_out, c_in, c_noise = (c.item() for c in coeffs)
     assert c_skip == pytest.approx(sd**2 / (sigma**2 + sd**2), rel=1e-12)
     assert c_out == pytest.approx(sigma * sd / math.sqrt(sigma**2 + sd**2), rel=1e-12)
     assert c_in == pytest.approx(1 / math.sqrt(sigma**2 + sd**2), rel=1e-12)

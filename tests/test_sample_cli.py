@@ -52,7 +52,8 @@ def test_one_device_batch_8_equals_two_devices_batch_3_bitwise(export_dir, tmp_p
     assert a.shape == (7, 8, 8, 1) and a.dtype == np.uint8
     assert np.array_equal(a, b)
     for k in range(7):
-        assert (tmp_path / "a" / "png" / f"{k:06d}.png").read_bytes() == (tmp_path / "b" / "png" / f"{k:06d}.png").read_bytes()
+        png = f"png/{k:06d}.png"
+        assert (tmp_path / "a" / png).read_bytes() == (tmp_path / "b" / png).read_bytes()
     assert (tmp_path / "b" / "grid.png").is_file()
     assert len({a[k].tobytes() for k in range(7)}) == 7  # distinct samples: the seeds differ per index
     settings = yaml.safe_load((tmp_path / "b" / "sample_config.yaml").read_text())

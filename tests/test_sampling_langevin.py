@@ -33,7 +33,8 @@ def test_lmc_bias_error_shifts_the_mean_by_eps_lambda():
     g = torch.Generator().manual_seed(1)
     x0 = torch.randn(10_000, 3, generator=g, dtype=torch.float64)
     x = langevin(lambda x: biased(x, t0), x0, step_size=0.2, n_steps=100, generator=g)
-    torch.testing.assert_close(x.mean(0), torch.tensor([0.0, eps * lam, 0.0], dtype=torch.float64), atol=0.06, rtol=0)  # 4 standard errors
+    expected = torch.tensor([0.0, eps * lam, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(x.mean(0), expected, atol=0.06, rtol=0)  # 4 standard errors
 
 
 def test_tweedie_on_a_gaussian():

@@ -40,7 +40,6 @@ def register(subparsers) -> None:
 
 def read_image_set(path: str | Path, what: str) -> np.ndarray:
     """uint8 ``(N, H, W, C)`` from an sgm sample folder, an .npz with ``x``, or a folder of PNGs."""
-    from PIL import Image
 
     p = Path(path)
     if p.is_dir() and (p / "samples.npz").is_file():

@@ -114,7 +114,8 @@ def plot(results, basin):
     d = np.array([r["d"] for r in results])
     se = np.array([r["se"] for r in results])
     ax0.errorbar(d, [r["w_plain"] for r in results], 2 * se, fmt="o", color="C0", label="plain Langevin (measured)")
-    ax0.errorbar(d, [r["w_annealed"] for r in results], 2 * se, fmt="s", color="C3", label="annealed Langevin (measured)")
+    ax0.errorbar(d, [r["w_annealed"] for r in results], 2 * se, fmt="s", color="C3",
+                 label="annealed Langevin (measured)")
     if "w_plain_long" in results[0]:
         ax0.plot([results[0]["d"]], [results[0]["w_plain_long"]], "x", color="C0", ms=9,
                  label=f"plain, {results[0]['nfe_plain_long']} steps")

@@ -208,7 +208,8 @@ def plot(exact, mix):
     ax1.set(xlabel="dimension d", ylabel=f"NFE for KL <= {KL_TARGET}", title="Gaussian target, exact KL")
     md = np.array(mix["dims"], float)
     need = np.array([mix["per_dim"][str(int(d))]["nfe_needed"] for d in md], float)
-    ax2.loglog(md, need, "s-", color="C3", label=f"OU P-only, within-mode SW2 <= {TAU_SW2:g} (slope {mix['slope']:.2f})")
+    ax2.loglog(md, need, "s-", color="C3",
+               label=f"OU P-only, within-mode SW2 <= {TAU_SW2:g} (slope {mix['slope']:.2f})")
     b2 = need[np.isfinite(need)][0] if np.isfinite(need).any() else 1.0
     ax2.loglog(md, b2 * np.sqrt(md / md[0]), "k--", lw=1, label="slope 1/2")
     ax2.loglog(md, b2 * np.exp((md - md[0]) / 16), "k-.", lw=1, label="exponential in d (not predicted)")

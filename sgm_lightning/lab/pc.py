@@ -17,7 +17,6 @@ P; (iii) at equal NFE PC need not beat P (reported, not asserted).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..analytic import GaussianMixture
@@ -152,9 +151,10 @@ def claim_lines(comp) -> list[str]:
                      for c in comp[:3]) + ".")
     eq = [c["PC_vs_P_equal_steps"] for c in comp if c["PC_vs_P_equal_steps"]]
     better = [e for e in eq if e["sw2_PC"] < e["sw2_P"]]
-    lines.append(f"Predicted: PC beats P at equal predictor steps. Measured: lower within-mode SW2 in {len(better)}/{len(eq)} "
-                 "cases; variance error P -> PC: " + ", ".join(
-                     f"{e['variance_error_P']:.3f} -> {e['variance_error_PC']:.3f} ({e['steps']} steps)" for e in eq[:4]) + ".")
+    changes = ", ".join(f"{e['variance_error_P']:.3f} -> {e['variance_error_PC']:.3f} ({e['steps']} steps)"
+                        for e in eq[:4])
+    lines.append("Predicted: PC beats P at equal predictor steps. Measured: lower within-mode SW2 in "
+                 f"{len(better)}/{len(eq)} cases; variance error P -> PC: {changes}.")
     wins = [c for c in comp if c["PC_minus_P_sw2_equal_nfe"] < 0]
     lines.append(f"At equal NFE (not predicted): PC has lower within-mode SW2 than P in {len(wins)}/{len(comp)} cells.")
     return lines

@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from ..analytic import BiasError, GaussianMixture, SmoothError
+from ..analytic import BiasError, SmoothError
 from ..metrics import mode_weights
 from ..sde import OUSDE
 from . import bad_set
@@ -71,7 +71,7 @@ def lmc_bias(eps_grid, n: int, steps: int, ctx: LabContext) -> list[dict]:
         x0 = math.sqrt(LMC_LAMBDA) * torch.randn(n, 2, generator=g, device=ctx.device, dtype=ctx.dtype)
         score = BiasError(lambda x, t: -x / LMC_LAMBDA, eps, dim=2)
         t0 = torch.zeros(n, device=ctx.device, dtype=ctx.dtype)
-        x, _ = call_sampler(langevin, lambda x: score(x, t0), x0, ctx=ctx, step_size=LMC_STEP,
+        x, _ = call_sampler(langevin, lambda x, score=score, t0=t0: score(x, t0), x0, ctx=ctx, step_size=LMC_STEP,
                             n_steps=steps, generator=g)
         # stationary std of the chain: sqrt(lambda / (1 - h / (2 lambda)))  (theory.md E6)
         se = math.sqrt(LMC_LAMBDA / (1 - LMC_STEP / (2 * LMC_LAMBDA)) / n)

@@ -146,7 +146,8 @@ class NCSNpp(nn.Module):
         self.conv_in = conv(cfg["num_channels"], nf)
         skip_ch = self._build_encoder()
         in_ch = skip_ch[-1]
-        self.mid = nn.ModuleDict({"block0": self._block(in_ch), "attn": self._attn(in_ch), "block1": self._block(in_ch)})
+        self.mid = nn.ModuleDict({"block0": self._block(in_ch), "attn": self._attn(in_ch),
+                                  "block1": self._block(in_ch)})
         in_ch = self._build_decoder(skip_ch, in_ch)
         self.head = None
         if self.progressive != "output_skip":
