@@ -1,6 +1,6 @@
 """Checkpoint compatibility with score_sde: fixture parity, exact parameter counts, strict loading.
 
-The fixtures (../shared/fixtures/score_sde/, made with the official code; see its README) hold
+The fixtures (tests/fixtures/score_sde/, made with the official code; see its README) hold
 official state dicts, inputs and outputs. Our network loaded through ``from_score_sde`` must
 reproduce each output to a relative error below 1e-4 (float32 rounding gives ~2e-6).
 """
@@ -17,23 +17,30 @@ from sgm_lightning.nets import from_score_sde
 from sgm_lightning.nets.convert import network_kwargs_from_score_sde
 
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "score_sde"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "score_sde"
 FILES = ["ncsnpp_ve_small.pt", "ddpmpp_vp_small.pt", "ncsnv2_small.pt"]
 
 
 def _fixture(name: str) -> dict:
     path = FIXTURES / name
     if not path.is_file():
-        pytest.fail(f"score_sde fixture {path} is missing: the shared fixtures folder must sit beside the clone "
-                    f"(../shared/fixtures/score_sde)")
+        pytest.fail(f"score_sde fixture {path} is missing (it is part of the repository: tests/fixtures/score_sde)")
     return torch.load(path, weights_only=True)
 
 
 def test_fixture_folder_is_complete():
     if not FIXTURES.is_dir():
-        pytest.fail(f"fixtures folder {FIXTURES} is missing (expected ../shared/fixtures/score_sde beside the clone)")
+        pytest.fail(f"fixtures folder {FIXTURES} is missing (it is part of the repository)")
     present = sorted(p.name for p in FIXTURES.glob("*.pt"))
     assert present == sorted(FILES), "a new fixture appeared: add it to FILES so it is checked"
+
+
+def test_fixtures_are_plain_data_from_the_documented_commit():
+    """Every file loads with weights_only=True (no pickled code) and names the commit its README names."""
+    readme = (FIXTURES / "README.md").read_text()
+    for name in FILES:
+        ref = _fixture(name)  # torch.load(..., weights_only=True)
+        assert ref["score_sde_pytorch_commit"] in readme, name
 
 
 @pytest.mark.parametrize("name", FILES)

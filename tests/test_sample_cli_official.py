@@ -10,10 +10,7 @@ import torch
 from sgm_lightning.official import load_official
 from sgm_lightning.sde import VESDE
 
-FIX = Path("/work/shared/fixtures/score_sde")
-if not FIX.is_dir():  # the fixtures live next to the repository in the shared folder
-    FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "score_sde"
-pytestmark = pytest.mark.skipif(not (FIX / "ncsnpp_ve_small.pt").is_file(), reason="score_sde fixtures absent")
+FIX = Path(__file__).resolve().parent / "fixtures" / "score_sde"  # made with the official code; see its README
 
 
 def _official_files(tmp_path, name="ncsnpp_ve_small.pt", shadow_fn=None):
