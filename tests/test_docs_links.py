@@ -74,6 +74,48 @@ def test_relative_links_resolve(page):
     assert not broken, f"{page.relative_to(ROOT)}: broken links: {broken}"
 
 
+SOURCES = [p for d in ("sgm_lightning", "scripts", "tests", "configs") for p in sorted((ROOT / d).rglob("*"))
+           if p.suffix in (".py", ".sh", ".yaml") and p.is_file()]
+MD_REF = re.compile(r"(?<![\w./-])((?:docs/)?[\w./-]*?[\w-]+\.md)\b")
+
+
+def _doc_named(ref: str) -> Path | None:
+    """The page a code comment means by ``ref``: a path from the root, else a page of that name
+    (case-insensitive, so ``DESIGN.md`` is docs/design.md) at the root or anywhere under docs/."""
+    if (ROOT / ref).is_file():
+        return ROOT / ref
+    name = Path(ref).name.lower()
+    for page in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
+        if page.name.lower() == name:
+            return page
+    return None
+
+
+def test_docstring_references_resolve_inside_the_repository():
+    """theory.md / design.md / docs/... named in code, scripts, tests and configs exist here, and
+    the theory.md labels they cite (E1..E7, E4b, sec. 2b, sec. 5) are in docs/theory.md."""
+    theory = (ROOT / "docs" / "theory.md").read_text(encoding="utf-8")
+    sections = set(re.findall(r"^#{2,3} (\d+[a-z]?)\.", theory, flags=re.M))
+    broken = []
+    for src in SOURCES:
+        if src == Path(__file__).resolve() or "fixtures" in src.parts:
+            continue
+        for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+            where = f"{src.relative_to(ROOT)}:{n}"
+            for ref in MD_REF.findall(line):
+                if _doc_named(ref) is None:
+                    broken.append(f"{where}: {ref}")
+            if "theory.md" not in line:
+                continue
+            for label in re.findall(r"\bE\d[ab]?\b", line):
+                if not re.search(rf"\b{label}\b", theory):
+                    broken.append(f"{where}: theory.md {label}")
+            for sec in re.findall(r"\b[Ss]ec\. (\d+[a-z]?)", line):
+                if sec not in sections:
+                    broken.append(f"{where}: theory.md sec. {sec}")
+    assert not broken, broken
+
+
 def test_the_link_parser_sees_links():
     # a guard against a regex that silently matches nothing
     assert any(_links(p) for p in PAGES)
