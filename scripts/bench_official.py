@@ -162,7 +162,7 @@ class Ours:
                          else contextlib.nullcontext())
 
         from sgm_lightning.config import load_config
-        from sgm_lightning.module import ScoreModule
+        from sgm_lightning.training import ScoreModule
         from sgm_lightning.nets import NCSNpp
         from sgm_lightning.nets.convert import load_official_state, network_kwargs_from_score_sde
 

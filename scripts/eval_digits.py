@@ -26,7 +26,7 @@ import torch
 def generate(model, n: int, batch_size: int, seed: int, sampler: str | None, steps: int | None,
              options: dict | None = None):
     """``n`` raw samples ``(n, C, S, S)`` from the EMA network, with the run's sample settings."""
-    from sgm_lightning.callbacks import draw_samples, sampler_settings
+    from sgm_lightning.sampling import draw_samples, sampler_settings
 
     name, opts = sampler_settings(model.cfg.sample, sampler=sampler, steps=steps, per_sample=False,
                                   **(options or {}))

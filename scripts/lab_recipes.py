@@ -108,7 +108,7 @@ def nfe_of(sampler: str, options: dict, steps, ckpt: str) -> int:
     """The sampler's exact NFE, counted on a batch of one."""
     from sgm_lightning.checkpoint import load_model
 
-    from sgm_lightning.callbacks import draw_samples, sampler_settings
+    from sgm_lightning.sampling import draw_samples, sampler_settings
 
     model = load_model(ckpt)
     name, opts = sampler_settings(model.cfg.sample, sampler=sampler, steps=steps, per_sample=False, **options)

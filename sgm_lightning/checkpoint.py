@@ -1,4 +1,8 @@
-"""Load trained score models for inference, and export them as safetensors.
+"""Build and load score models for inference, and export them as safetensors.
+
+:func:`build_sde` and :func:`build_net` turn a config's ``sde`` / ``model`` sections into the
+forward process and the score network (training builds its model with them too);
+:func:`load_model` reads trained weights. None of it imports Lightning.
 
 Two formats, both loaded strictly (every missing or unexpected key is reported) and safely
 (``torch.load(weights_only=True)`` / safetensors, never pickled code):
@@ -21,11 +25,66 @@ from torch import nn
 
 from .config import config_from_yaml, data_shape, to_yaml
 from .nets.precond import precond_from_config
-from .paths import set_file_mode
 from .nets.wrapper import score_fn_from_net
-from .sde import SDE, ScoreFn
+from .paths import set_file_mode
+from .sde import SDE, ScoreFn, get_sde
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
+__all__ = ["LoadedModel", "build_net", "build_sde", "data_shape", "export", "load_model"]
+
+
+def build_sde(sde_cfg) -> SDE:
+    """The forward process of a ``sde`` config section."""
+    name = sde_cfg.name
+    if name == "ve":
+        return get_sde("ve", sigma_min=sde_cfg.sigma_min, sigma_max=sde_cfg.sigma_max, N=sde_cfg.N)
+    if name in ("vp", "subvp"):
+        return get_sde(name, beta_min=sde_cfg.beta_min, beta_max=sde_cfg.beta_max, N=sde_cfg.N)
+    return get_sde(name, T=sde_cfg.T, N=sde_cfg.N)
+
+
+def build_net(model_cfg, shape: tuple[int, ...], sde_cfg=None, centered: bool | None = None) -> nn.Module:
+    """The score network of a ``model`` section for data items of ``shape``.
+
+    ``arch=mlp`` builds :class:`~sgm_lightning.nets.mlp.ScoreMLP` (points). Any other arch, or a
+    ``preset`` of ``sgm_lightning.nets.PRESETS``, goes through ``nets.build_network`` with the
+    data shape, ``data.centered`` and the sigma ladder of ``sde`` filled in (so the network and
+    the SDE always agree); ``model.kwargs`` override the preset. A keyword the network does not
+    take is reported as a ``model.kwargs`` error.
+    """
+    kwargs = dict(model_cfg.kwargs)
+    try:
+        if model_cfg.preset is None and model_cfg.arch == "mlp":
+            from .nets.mlp import ScoreMLP
+
+            if model_cfg.get("precond", "none") != "none":
+                kwargs["scale_by_sigma"] = False
+            return ScoreMLP(dim=shape[0], **kwargs)
+        from . import nets
+
+        base: dict = {"arch": model_cfg.arch}
+        if model_cfg.preset is not None:
+            if model_cfg.preset not in nets.PRESETS:
+                raise ValueError(f"model.preset: unknown {model_cfg.preset!r}; choose one of {sorted(nets.PRESETS)}")
+            base = dict(nets.PRESETS[model_cfg.preset])
+        auto: dict = {}
+        if len(shape) == 3:
+            auto.update(num_channels=shape[0], image_size=shape[-1])
+        if centered is not None:
+            auto["centered"] = bool(centered)
+        if model_cfg.get("precond", "none") != "none":  # F sees c_in x and learns a unit-scale target
+            auto["centered"] = True
+            if base.get("arch") == "ncsnpp":
+                auto["scale_by_sigma"] = False
+        if sde_cfg is not None and sde_cfg.name == "ve":
+            auto.update(sigma_min=sde_cfg.sigma_min, sigma_max=sde_cfg.sigma_max, num_scales=sde_cfg.N)
+        for k, v in auto.items():
+            if k in kwargs and kwargs[k] != v:
+                raise ValueError(f"model.kwargs.{k}: {kwargs[k]!r} disagrees with the data/sde config ({v!r}); drop it")
+        kwargs = {**base, **auto, **kwargs}
+        return nets.build_network(kwargs.pop("arch"), **kwargs)
+    except TypeError as err:
+        raise ValueError(f"model.kwargs: {err}") from None
 
 
 @dataclass
@@ -102,8 +161,6 @@ def _read_export(folder: Path, weights: Path) -> tuple[str, dict[str, torch.Tens
 
 def load_model(path: str | os.PathLike, *, map_location="cpu") -> LoadedModel:
     """Load a ``.ckpt``, an export folder, or its ``model.safetensors`` (see module docstring)."""
-    from .module import build_net, build_sde
-
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such checkpoint file or export folder")

@@ -2,8 +2,10 @@
 
 A run's config is ``Config`` below, filled from a YAML file (``configs/*.yaml``) and then from
 ``key=value`` overrides. An unknown key, a value of the wrong type or an impossible value
-(sigma_min >= sigma_max, steps <= 0, a Trainer option Lightning does not have) raises
-``ValueError`` naming the full key, before any data is read or any network is built.
+(sigma_min >= sigma_max, steps <= 0) raises ``ValueError`` naming the full key, before any data
+is read or any network is built. Nothing here imports Lightning: that each ``trainer.*`` key is
+an option of Lightning's Trainer is checked by :mod:`sgm_lightning.training.config` (``sgm
+train`` loads its config through it).
 
     cfg = load_config("configs/digits.yaml", ["trainer.max_steps=100", "optim.lr=1e-3"])
     cfg.sde.sigma_max, cfg.trainer["max_steps"]
@@ -11,7 +13,6 @@ A run's config is ``Config`` below, filled from a YAML file (``configs/*.yaml``)
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from dataclasses import dataclass, field
@@ -460,26 +461,17 @@ def _validate_mixture(m) -> None:
     _check(all(sd > 0 for sd in m.stds), "data.mixture.stds", "must all be > 0")
 
 
-def trainer_option_names() -> set[str]:
-    from pytorch_lightning import Trainer
-
-    return set(inspect.signature(Trainer.__init__).parameters) - {"self", "callbacks", "logger"}
-
-
 #: Trainer options the config sets elsewhere (the builder fills them)
 _RESERVED = {"gradient_clip_val": "optim.grad_clip", "log_every_n_steps": "logging.log_every_n_steps",
              "default_root_dir": "checkpoint.dir", "enable_checkpointing": "checkpoint.save_top_k"}
 
 
 def _validate_trainer(cfg: DictConfig) -> None:
-    names = trainer_option_names()
+    """The ``trainer`` values; that each key is a Trainer option is checked by
+    :func:`sgm_lightning.training.config.check_trainer_options` (it needs Lightning)."""
     for key in cfg.trainer:
         if key in _RESERVED:
             raise ValueError(f"trainer.{key}: set {_RESERVED[key]} instead (the builder passes it to the Trainer)")
-        if key not in names:
-            close = [n for n in sorted(names) if n.startswith(str(key)[:4])]
-            hint = f"; did you mean one of {close}?" if close else ""
-            raise ValueError(f"trainer.{key}: not an option of pytorch_lightning.Trainer{hint}")
     for key in ("max_steps", "max_epochs", "accumulate_grad_batches", "num_nodes"):
         v = cfg.trainer.get(key)
         if v is not None and not (isinstance(v, int) and (v >= 1 or (key in ("max_steps", "max_epochs") and v == -1))):

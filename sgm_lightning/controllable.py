@@ -74,6 +74,10 @@ class Condition:
         m = self.mask[idx % self.mask.shape[0]].to(device=device, dtype=dtype)
         return y, m
 
+    def sample(self, indices, sde: SDE, score_fn: ScoreFn, sampler: str, options: dict, **kw):
+        """Conditional samples for global ``indices`` (:func:`sample_conditional`)."""
+        return sample_conditional(self, indices, sde, score_fn, sampler, options, **kw)
+
 
 def inpaint_condition(images: torch.Tensor, mask: torch.Tensor) -> Condition:
     """``images`` ``(M, C, H, W)`` in model space; ``mask`` ``(H, W)``, ``(C, H, W)`` or

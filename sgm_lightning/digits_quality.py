@@ -30,7 +30,7 @@ TARGETS = {"frechet_ratio_max": 1.5, "confident_ratio_min": 0.9, "mean_confidenc
 
 def real_splits(cfg):
     """(classifier-train A, real-compare B, held-out, whole training split) as (images, labels)."""
-    from .data import digits_images, split_indices
+    from .datasets import digits_images, split_indices
 
     x, y = digits_images(cfg.data.image_size)
     x = x.flatten(1).numpy().astype(np.float64)

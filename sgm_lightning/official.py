@@ -99,7 +99,7 @@ def _our_config(config: dict):
 def load_official(ckpt_path: str | os.PathLike, config_path: str | os.PathLike, *, map_location="cpu"):
     """Load an official checkpoint + config into a ``LoadedModel`` (EMA weights, eval mode)."""
     from .checkpoint import LoadedModel
-    from .module import build_sde
+    from .checkpoint import build_sde
     from .nets import from_score_sde
 
     p = Path(ckpt_path)

@@ -8,10 +8,11 @@ import csv
 import pytest
 import torch
 
-from sgm_lightning.callbacks import SamplingCallback, draw_samples, sampler_settings
-from sgm_lightning.commands.train import train
+from sgm_lightning.sampling import draw_samples, sampler_settings
+from sgm_lightning.training.callbacks import SamplingCallback
+from sgm_lightning.training import train
 from sgm_lightning.config import load_config
-from sgm_lightning.module import ScoreModule
+from sgm_lightning.training import ScoreModule
 
 PC = {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16, "steps": 6, "norms": "sample"}
 
@@ -118,7 +119,7 @@ def test_trajectory_strip_shows_the_denoised_estimate():
     """Frames of a VE trajectory become Tweedie's D(x_t) = x + sigma^2 s: at sigma = 17 the state has
     std 17, its estimate lies inside the data's range (|D| <= 4.5 for means at +-4, std 0.5)."""
     from sgm_lightning.analytic import GaussianMixture
-    from sgm_lightning.callbacks import denoised_frames
+    from sgm_lightning.training.callbacks import denoised_frames
     from sgm_lightning.sde import VESDE
 
     sde, gm = VESDE(0.01, 17.0), GaussianMixture([0.5, 0.5], [[4.0, 0.0], [-4.0, 0.0]], [0.5, 0.5])

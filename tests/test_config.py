@@ -39,8 +39,11 @@ def test_defaults_and_overrides():
     ],
 )
 def test_bad_values_name_the_key(override, key):
+    """Through the training loader (``sgm train``), which also checks the Trainer options."""
+    from sgm_lightning.training.config import load_config as load_train_config
+
     with pytest.raises(ValueError, match=f"^{key.replace('.', '[.]')}"):
-        load_config("digits", [override])
+        load_train_config("digits", [override])
 
 
 def test_bad_mixture_and_override_syntax(tmp_path):
@@ -59,7 +62,7 @@ def test_bad_mixture_and_override_syntax(tmp_path):
 
 
 def test_trainer_reaches_every_lightning_option():
-    from sgm_lightning.config import trainer_option_names
+    from sgm_lightning.training.config import trainer_option_names
 
     names = trainer_option_names()
     for opt in ("devices", "strategy", "num_nodes", "precision", "max_steps", "accumulate_grad_batches",

@@ -41,7 +41,8 @@ import pickle  # noqa: E402
 import struct  # noqa: E402
 
 from sgm_lightning.config import load_config  # noqa: E402
-from sgm_lightning.data import SGMDataModule, build_mixture, toy_points  # noqa: E402
+from sgm_lightning.datasets import build_mixture, toy_points  # noqa: E402
+from sgm_lightning.training import SGMDataModule  # noqa: E402
 
 TINY_NET = ["model.preset=ncsnpp_digits", "model.kwargs.nf=8", "model.kwargs.ch_mult=[1,2]",
             "model.kwargs.num_res_blocks=1", "model.kwargs.attn_resolutions=[]"]
@@ -86,7 +87,7 @@ def write_idx(root, folder, n=10, size=28, seed=0):
 
 @pytest.mark.parametrize("dataset", ["cifar10", "mnist", "fashion_mnist", "image_folder", "digits"])
 def test_train_a_few_steps_on_each_format(tmp_path, dataset):
-    from sgm_lightning.commands.train import train
+    from sgm_lightning.training import train
 
     root = tmp_path / "data"
     channels = 3
@@ -134,7 +135,7 @@ def test_missing_data_says_where_it_looked(tmp_path):
 
 
 def test_digits_are_the_bundled_1797_images():
-    from sgm_lightning.data import digits_images
+    from sgm_lightning.datasets import digits_images
 
     x, y = digits_images(16)
     assert x.shape == (1797, 1, 16, 16) and 0 <= x.min() and x.max() <= 1

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from test_data import image_cfg
 
-from sgm_lightning.data import CelebAImages, SGMDataModule
+from sgm_lightning.datasets import CelebAImages
+from sgm_lightning.training import SGMDataModule
 
 BORDER = (255, 0, 0)
 
@@ -57,7 +58,7 @@ def test_celeba_crop_140_resize_and_split(tmp_path):
 
 
 def test_celeba_trains_a_few_steps(tmp_path):
-    from sgm_lightning.commands.train import train
+    from sgm_lightning.training import train
 
     write_celeba(tmp_path / "data")
     res = train(image_cfg(tmp_path, "celeba"), "celeba")
@@ -88,7 +89,7 @@ def write_lsun(root, category="church_outdoor", n=10):
 
 
 def test_lsun_lmdb_pixels_workers_and_training(tmp_path, monkeypatch):
-    from sgm_lightning.commands.train import train
+    from sgm_lightning.training import train
 
     root = tmp_path / "data"
     write_lsun(root)

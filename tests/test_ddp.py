@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from sgm_lightning.commands.train import train
+from sgm_lightning.training import train
 
 
 class RankDump(pl.Callback):

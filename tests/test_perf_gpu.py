@@ -87,8 +87,8 @@ def test_sampling_on_the_gpu_does_not_depend_on_the_batch_size(tmp_path: Path):
 
     from sgm_lightning.cli import main
     from sgm_lightning.config import load_config, to_yaml
-    from sgm_lightning.data import data_shape
-    from sgm_lightning.module import build_net
+    from sgm_lightning.config import data_shape
+    from sgm_lightning.checkpoint import build_net
 
     cfg = load_config(None, ["data.image_size=8", "model.preset=ncsnpp_digits", "model.kwargs.nf=8",
                              "model.kwargs.ch_mult=[1]", "model.kwargs.num_res_blocks=1",

@@ -186,7 +186,7 @@ def test_every_image_network_trains_under_preconditioning(preset, arch, kwargs, 
     """build_net turns off the network's own 1/sigma scaling; the preconditioned score is finite
     and a DSM loss with EDM's weight backpropagates into every parameter."""
     from sgm_lightning.config import load_config
-    from sgm_lightning.module import ScoreModule
+    from sgm_lightning.training import ScoreModule
 
     cfg = load_config("digits", ["model.precond=edm", "loss.weighting=edm", "loss.sigma_dist=lognormal",
                                  "model.sigma_data=0.6", f"sde.name={sde}", "sde.N=10"])
@@ -202,7 +202,7 @@ def test_every_image_network_trains_under_preconditioning(preset, arch, kwargs, 
 
 def test_toy_mlp_trains_under_preconditioning():
     from sgm_lightning.config import load_config
-    from sgm_lightning.module import ScoreModule
+    from sgm_lightning.training import ScoreModule
 
     cfg = load_config("toy_mixture", ["model.precond=ve", "model.kwargs.hidden=16"])
     module = ScoreModule(cfg)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from sgm_lightning.config import load_config
-from sgm_lightning.data import CIFAR10Batches, ImageFiles, image_dataset, load_image
+from sgm_lightning.datasets import CIFAR10Batches, ImageFiles, image_dataset, load_image
 from sgm_lightning.safe_pickle import load_data_pickle
 
 

@@ -26,8 +26,8 @@ def model_dir(tmp_path_factory) -> Path:
     from safetensors.torch import save_file
 
     from sgm_lightning.config import load_config, to_yaml
-    from sgm_lightning.data import data_shape
-    from sgm_lightning.module import build_net
+    from sgm_lightning.config import data_shape
+    from sgm_lightning.checkpoint import build_net
 
     cfg = load_config(None, TINY)
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from sgm_lightning.cli import main
-from sgm_lightning.commands.train import train
+from sgm_lightning.training import train
 from sgm_lightning.config import load_config
 
 #: the installed ``sgm`` script of this interpreter (``python -m sgm_lightning`` where there is none)
@@ -166,7 +166,7 @@ def test_ctrl_c_saves_last_ckpt_and_exits_130(tmp_path):
 
 
 def test_a_full_disk_names_the_checkpoint_and_leaves_no_partial_file(tmp_path, monkeypatch):
-    from sgm_lightning.guards import AtomicCheckpointIO
+    from sgm_lightning.training.guards import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     target = tmp_path / "run" / "last.ckpt"
@@ -210,7 +210,7 @@ def test_the_guard_names_each_kind_of_non_finite_state():
     from types import SimpleNamespace
 
     from sgm_lightning.errors import RunFailed
-    from sgm_lightning.guards import NonFiniteGuard
+    from sgm_lightning.training.guards import NonFiniteGuard
 
     guard = NonFiniteGuard(load_config("toy_2d", ["sde.sigma_max=1e6", "optim.grad_clip=null"]))
     net = torch.nn.Linear(2, 2)
@@ -228,7 +228,7 @@ def test_the_guard_names_each_kind_of_non_finite_state():
 
 
 def test_kill_9_while_checkpointing_every_step_leaves_a_resumable_last_ckpt(tmp_path, fresh_run_name):
-    from sgm_lightning.guards import read_checkpoint
+    from sgm_lightning.training.guards import read_checkpoint
 
     proc = subprocess.Popen([*SGM, "train", *TINY, f"checkpoint.dir={tmp_path}/ck", "name=k",
                              "trainer.max_steps=1000000", "checkpoint.every_n_train_steps=1",

@@ -23,8 +23,8 @@ def export_dir(tmp_path_factory) -> Path:
     from safetensors.torch import save_file
 
     from sgm_lightning.config import load_config, to_yaml
-    from sgm_lightning.data import data_shape
-    from sgm_lightning.module import build_net
+    from sgm_lightning.config import data_shape
+    from sgm_lightning.checkpoint import build_net
 
     cfg = load_config(None, TINY)
     torch.manual_seed(0)
@@ -135,7 +135,7 @@ def test_inpainting_from_the_command_line_keeps_the_known_pixels(export_dir, tmp
 
 
 def test_a_run_that_dies_halfway_keeps_what_it_wrote_and_the_rerun_completes_it(export_dir, tmp_path, monkeypatch):
-    import sgm_lightning.callbacks as cbs
+    import sgm_lightning.training.sample_folder as cbs
 
     ref = tmp_path / "ref"
     assert _sample(export_dir, ref, "--n", "5", "--batch-size", "1") == 0

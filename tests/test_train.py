@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sgm_lightning.checkpoint import export, load_model
-from sgm_lightning.commands.train import train
+from sgm_lightning.training import train
 from sgm_lightning.config import load_config
 
 
@@ -52,12 +52,12 @@ def test_toy_run_checkpoints_ema_validation_and_export(tmp_path):
         assert torch.equal(p, shadow[name]) and not torch.equal(p, res.module.net.get_parameter(name))
     assert m.step == 40 and m.shape == (2,) and not m.net.training
     # validation ran on the EMA weights: recompute val/loss with the loaded EMA net and the same fixed noise
-    from sgm_lightning.module import ScoreModule
+    from sgm_lightning.training import ScoreModule
 
     ema_module = ScoreModule(cfg, net=m.net)
     dm = res.trainer.datamodule
     total, count = 0.0, 0
-    from sgm_lightning.module import VAL_NOISE_SEED
+    from sgm_lightning.training.module import VAL_NOISE_SEED
     from sgm_lightning.rng import rand, randn, sample_generators
 
     for x0, idx in dm.val_dataloader():
@@ -150,7 +150,7 @@ def test_cli_reports_bad_input_in_one_line(capsys, tmp_path):
 
 def test_final_samples_come_from_the_ema_network(tmp_path):
     """The end-of-run grid is drawn from the EMA weights: resampling the saved checkpoint reproduces it."""
-    from sgm_lightning.callbacks import draw_samples, sampler_settings
+    from sgm_lightning.sampling import draw_samples, sampler_settings
 
     cfg = toy_cfg(tmp_path, "name=s", "trainer.max_steps=8", "trainer.val_check_interval=8",
                   "trainer.num_sanity_val_steps=0", "sample.at_end=true", "sample.n_samples=48",
@@ -172,7 +172,7 @@ def test_final_samples_come_from_the_ema_network(tmp_path):
 def test_learning_rate_schedule_warmup_and_cosine():
     from types import SimpleNamespace
 
-    from sgm_lightning.module import lr_factor
+    from sgm_lightning.training.module import lr_factor
 
     o = SimpleNamespace(warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
     assert lr_factor(0, o, 110) == pytest.approx(0.1)  # linear warm-up: (step + 1) / warmup

@@ -11,9 +11,9 @@ import pytorch_lightning as pl
 import torch
 
 from sgm_lightning.config import load_config
-from sgm_lightning.data import SGMDataModule
+from sgm_lightning.training import SGMDataModule
 from sgm_lightning.digits_quality import Yardstick
-from sgm_lightning.module import ScoreModule
+from sgm_lightning.training import ScoreModule
 from sgm_lightning.rng import sample_generators
 from sgm_lightning.sampling import run_sampler
 

@@ -92,7 +92,7 @@ def _config_images(config: str, overrides: list[str]) -> np.ndarray:
     import torch
 
     from ..config import load_config
-    from ..data import image_dataset
+    from ..datasets import image_dataset
 
     cfg = load_config(config, overrides)
     ds = image_dataset(cfg.data, train=False)

@@ -16,30 +16,23 @@ settings). Image k depends only on (checkpoint, sampler settings, seed, k):
   pick different reduction orders for different batch sizes); ``--no-exact`` batches samples,
   which is much faster on GPUs and agrees to float rounding.
 
-Runs through Lightning (``Trainer.predict`` over the sample indices; each rank draws and
-writes its own indices, no gathering). Rerunning into the same DIR skips indices already
-written; files are written atomically, so a killed run loses nothing that was written and
-leaves no half-written file. A DIR holding samples made with other settings is refused unless
-``--overwrite``.
+Runs through Lightning (:mod:`sgm_lightning.training.sample_folder`: ``Trainer.predict`` over
+the sample indices; each rank draws and writes its own indices, no gathering). Rerunning into
+the same DIR skips indices already written; files are written atomically, so a killed run
+loses nothing that was written and leaves no half-written file. A DIR holding samples made
+with other settings is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import os
 from pathlib import Path
 
-import numpy as np
-import yaml
-
 from ..rng import SEED_LIMIT
-from ..sample_dir import GRID, NPZ, PNG_DIR, SETTINGS, pending_indices, png_path  # noqa: F401 (callbacks use them)
 
 MAX_NPZ_BYTES = 32 * 2**30  # samples.npz is built in memory by rank 0
-#: settings that do not change any image (free to differ between runs into one DIR)
-FREE_KEYS = ("n", "batch_size", "devices", "num_nodes", "checkpoint_path")
 
 
 def register(subparsers) -> None:
@@ -100,21 +93,10 @@ def _check_args(args: argparse.Namespace) -> None:
     check_output_dir(args.out, "--out")
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file, or of every file in a folder (sorted by name)."""
-    h = hashlib.sha256()
-    p = Path(path)
-    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-    for q in files:
-        with open(q, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_settings(args: argparse.Namespace, model) -> dict:
     """Everything that determines the images, plus the free keys (see ``FREE_KEYS``)."""
-    from ..callbacks import sampler_settings
+    from ..sampling import sampler_settings
+    from ..training.sample_folder import file_digest
 
     name, options = sampler_settings(
         model.cfg.sample, sampler=args.sampler, steps=args.steps, snr=args.snr, per_sample=True
@@ -136,87 +118,6 @@ def resolve_settings(args: argparse.Namespace, model) -> dict:
         "n": int(args.n), "batch_size": int(args.batch_size), "devices": int(args.devices),
         "num_nodes": int(args.num_nodes), "checkpoint_path": str(args.ckpt),
     }
-
-
-def _identity(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if k not in FREE_KEYS}
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def prepare_out_dir(out: Path, settings: dict, overwrite: bool) -> None:
-    """Create DIR; refuse (before touching anything) samples made with other settings.
-
-    With ``overwrite``, samples of other settings are deleted; samples of the same settings
-    are always kept (that is the resume). A ``samples.npz`` or ``grid.png`` this command did not
-    write (no settings file) is never replaced without ``overwrite``. A settings file with no
-    samples next to it (a run that stopped before drawing any) blocks nothing.
-    """
-    cfg_path, png = out / SETTINGS, out / PNG_DIR
-    have_pngs = png.is_dir() and any(png.glob("*.png"))
-    outputs = [f.name for f in (out / GRID, out / NPZ) if f.exists()]
-    same = False
-    if cfg_path.is_file():
-        try:
-            old = yaml.safe_load(cfg_path.read_text()) or {}
-        except yaml.YAMLError:
-            old = {"unreadable": True}
-        if not isinstance(old, dict):
-            old = {"unreadable": True}
-        diff = sorted(k for k in set(_identity(old)) | set(_identity(settings)) if old.get(k) != settings.get(k))
-        same = not diff
-        if diff and not overwrite and (have_pngs or outputs):
-            raise ValueError(
-                f"--out: {out} holds samples made with other settings (differing: {', '.join(diff)}); "
-                "choose another folder or pass --overwrite to replace them"
-            )
-    elif have_pngs and not overwrite:
-        raise ValueError(f"--out: {out / PNG_DIR} holds PNGs of unknown settings; pass --overwrite to replace them")
-    elif outputs and not overwrite:
-        raise ValueError(f"--out: {out} already holds {' and '.join(outputs)} not written by sgm sample "
-                         "(no sample_config.yaml); choose another folder or pass --overwrite to replace them")
-    if not same:
-        for f in list(png.glob("*.png")) + [out / GRID, out / NPZ]:
-            if f.is_file():
-                f.unlink()
-    png.mkdir(parents=True, exist_ok=True)
-    for f in png.glob(".*.tmp"):  # left by a killed run (never a finished sample)
-        f.unlink(missing_ok=True)
-    _atomic_write_bytes(cfg_path, yaml.safe_dump(settings, sort_keys=False).encode())
-
-
-def assemble(out: Path, n: int) -> np.ndarray:
-    """Read PNGs 0..n-1 into ``x`` (uint8 N x H x W x C), write samples.npz and grid.png atomically."""
-    from PIL import Image
-    import torch
-
-    from ..images import make_grid, save_png
-
-    arrays = []
-    for k in range(n):
-        p = png_path(out, k)
-        try:
-            with Image.open(p) as img:
-                a = np.asarray(img)
-        except (OSError, SyntaxError, ValueError) as err:  # truncated or not a PNG: not a finished sample
-            p.unlink(missing_ok=True)
-            raise ValueError(f"{p}: not a complete PNG ({err}); removed it, run the same command again "
-                             "to draw it") from None
-        a = a[:, :, None] if a.ndim == 2 else a
-        if arrays and a.shape != arrays[0].shape:
-            raise ValueError(f"{p}: image of shape {a.shape}, but {png_path(out, 0).name} has {arrays[0].shape}; "
-                             "the folder mixes samples of different models")
-        arrays.append(a)
-    x = np.stack(arrays)
-    tmp = out / f".{NPZ}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, x=x)
-    os.replace(tmp, out / NPZ)
-    save_png(out / GRID, make_grid(torch.from_numpy(x[: min(n, 64)])).numpy())
-    return x
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -241,6 +142,7 @@ def load_for_sampling(ckpt: str, config: str | None):
 
 def run(args: argparse.Namespace) -> int:
     from ..paths import FolderLock
+    from ..training.sample_folder import prepare_out_dir
 
     _check_args(args)
     model = load_for_sampling(args.ckpt, args.config)
@@ -267,43 +169,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _draw_and_assemble(args, model, settings: dict, out: Path, condition) -> int:
+    from ..training.sample_folder import assemble, pending_indices, predict_samples
+
     todo = len(pending_indices(out, args.n))
     # several processes started together (torchrun / SLURM) must all enter predict: one of them
     # may look before rank 0 has cleaned DIR; rank 0's list is the one used (IndexSampler.setup)
     if todo or args.devices * args.num_nodes > 1:
         predict_samples(model, settings, out, condition=condition, accelerator=args.accelerator,
-                        strategy=args.strategy, progress=not args.no_progress)
+                        strategy=args.strategy, progress=None if args.no_progress else _Progress)
     if _is_global_zero():
         assemble(out, args.n)
         print(f"sgm sample: {args.n} samples in {out} ({todo} new)")
     return 0
-
-
-def predict_samples(model, settings: dict, out: Path, *, condition=None, accelerator="auto", strategy="ddp",
-                    progress=True):
-    """Draw and write every pending index of ``out`` with Lightning on ``settings['devices']`` x
-    ``settings['num_nodes']`` processes; returns when all ranks have written their share."""
-    import warnings
-
-    import pytorch_lightning as pl
-
-    warnings.filterwarnings("ignore", message="predict returned None")  # on purpose: each rank writes PNGs
-    from lightning_fabric.utilities.exceptions import MisconfigurationException
-
-    world = settings["devices"] * settings["num_nodes"]
-    try:
-        trainer = pl.Trainer(
-            accelerator=accelerator, devices=settings["devices"], num_nodes=settings["num_nodes"],
-            strategy=strategy if world > 1 else "auto", logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-        )
-    except (MisconfigurationException, RuntimeError) as err:  # e.g. --devices 4 on a 2-GPU machine
-        raise ValueError(f"--devices/--accelerator: {' '.join(str(err).split())}") from None
-    from ..callbacks import IndexSampler
-
-    writer = IndexSampler(model, settings, out, condition=condition,
-                          progress=_Progress if progress else None)
-    trainer.predict(writer, return_predictions=False)
 
 
 class _Progress:

@@ -70,7 +70,7 @@ def released_check(cfg: dict) -> dict:
 def shipped_data(ctx: LabContext) -> dict[str, dict]:
     """Technique 1 on the data the framework ships: digits (16x16) and the toy mixture."""
     from ..config import load_config
-    from ..data import build_mixture, digits_images
+    from ..datasets import build_mixture, digits_images
 
     out = {}
     x, _ = digits_images(16)

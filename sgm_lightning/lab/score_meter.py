@@ -10,13 +10,12 @@ directly, per noise level, next to the DSM loss the trainer minimises. Vincent's
 
 (the cross term has mean zero), so the DSM loss differs from the quantity the theorem needs by
 a constant a user cannot see without the exact score; here it is computed and checked.
-The model is trained with the ordinary trainer (``commands.train.train``) in a temporary folder.
+The model is trained with the ordinary trainer (:func:`sgm_lightning.training.train`) in a temporary folder.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 
 import numpy as np
@@ -29,8 +28,8 @@ NAME = "score-meter"
 
 def train_model(ctx: LabContext, root: str):
     """Train configs/toy_mixture.yaml (quick: 150 steps; full: the config's 3000)."""
-    from ..commands.train import RUN_NAME_ENV, train
-    from ..config import load_config
+    from ..training import train
+    from ..training.config import load_config
 
     ov = ["logging.logger=csv", f"logging.save_dir={root}", f"checkpoint.dir={root}", "sample.at_end=false",
           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", f"seed={ctx.seed}",
@@ -38,14 +37,7 @@ def train_model(ctx: LabContext, root: str):
     if ctx.quick:
         ov += ["trainer.max_steps=150", "trainer.val_check_interval=150", "data.n_points=3000"]
     cfg = load_config("toy_mixture", ov)
-    before = os.environ.get(RUN_NAME_ENV)
-    try:
-        res = train(cfg, config_name="toy_mixture")
-    finally:  # train() publishes its run name for DDP workers; do not leak it to later runs
-        if before is None:
-            os.environ.pop(RUN_NAME_ENV, None)
-        else:
-            os.environ[RUN_NAME_ENV] = before
+    res = train(cfg, config_name="toy_mixture")
     val = res.trainer.callback_metrics.get("val/loss")
     return cfg, res.module, (None if val is None else float(val))
 
@@ -81,7 +73,7 @@ def measure(module, mixture, t: float, n: int, gen: torch.Generator) -> dict:
 
 
 def run(ctx: LabContext) -> LabResult:
-    from ..data import build_mixture
+    from ..datasets import build_mixture
 
     with tempfile.TemporaryDirectory(prefix="sgm-score-meter-") as root:
         cfg, module, val_loss = train_model(ctx, root)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .config import validate
+from ..config import validate
 
 
 #: config keys a resumed run may change (length, logging, sampling, hardware); the rest must

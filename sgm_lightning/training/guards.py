@@ -22,8 +22,8 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from .errors import RunFailed
-from .paths import atomic_file
+from ..errors import RunFailed
+from ..paths import atomic_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

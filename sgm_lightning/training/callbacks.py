@@ -1,5 +1,4 @@
-"""Lightning glue for sampling at scale: the sample grid and FID/KID callbacks, and the
-predict module behind ``sgm sample``.
+"""Lightning callbacks that sample during training: the sample grid and FID/KID.
 
 Every rank draws its share of the sample indices (index k goes to rank k mod world size) with
 per-sample generators ``rng.sample_generators(seed, [k])``, so the gathered result depends only
@@ -16,76 +15,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from .images import make_grid, save_png, to_uint8
-from .rng import sample_generators
-from .sde import bcast
-
-#: config keys of ``sample`` that may be sampler options (passed when the sampler takes them)
-OPTION_KEYS = ("predictor", "corrector", "snr", "steps", "corrector_steps", "n_steps_each", "step_lr",
-               "method", "denoise", "norms")
-
-
-# --- sampler settings and drawing ------------------------------------------------------------
-def sampler_settings(sample_cfg, *, sampler=None, per_sample: bool = True, **overrides) -> tuple[str, dict]:
-    """``(name, options)`` for :func:`sgm_lightning.sampling.run_sampler` from a ``sample`` config.
-
-    Only the keys the chosen sampler accepts are kept; ``overrides`` that are ``None`` are
-    ignored. ``per_sample``: Langevin norms per sample (``norms="sample"``), because batch
-    norms couple the samples of a batch and sample k would depend on its batch.
-    """
-    from .sampling import SAMPLERS, sampler_options
-
-    name = sampler or sample_cfg["sampler"]
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler: unknown {name!r}; choose one of {sorted(SAMPLERS)}")
-    accepted = set(sampler_options(name))
-    options = {k: sample_cfg[k] for k in OPTION_KEYS if k in accepted and k in sample_cfg}
-    if name == "ode":  # the config's step count is for PC; adaptive solvers choose their own steps
-        from .sampling.ode import FIXED_METHODS
-
-        if options.get("method") not in FIXED_METHODS:
-            options.pop("steps", None)
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        if k not in accepted:
-            raise ValueError(f"--{k}: the {name!r} sampler has no {k!r} option")
-        options[k] = v
-    if per_sample and "norms" in accepted:
-        options["norms"] = "sample"
-    options = {k: (v.item() if hasattr(v, "item") else v) for k, v in options.items()}
-    return name, options
-
-
-def draw_samples(score_fn, sde, shape, indices, *, seed: int, sampler: str, options: dict,
-                 exact: bool = True, device=None, condition=None, callback=None):
-    """Samples ``(len(indices), *shape)`` for global ``indices`` and the NFE of one sampler run.
-
-    ``exact``: run each sample alone (bitwise independent of the batch: kernels see the same
-    shapes); otherwise one batched run (same noise, agrees to float rounding).
-    ``condition``: a :class:`sgm_lightning.controllable.Condition` (inpainting / colourisation).
-    ``callback(i, t, x)`` sees the first sample only when ``exact``.
-    """
-    from .sampling import run_sampler
-
-    gens = sample_generators(seed, indices)
-    groups = [[i] for i in range(len(indices))] if exact else [list(range(len(indices)))]
-    xs, nfe = [], 0
-    for j, group in enumerate(groups):
-        g = [gens[i] for i in group]
-        cb = callback if j == 0 else None
-        if condition is not None:
-            from .controllable import sample_conditional
-
-            res = sample_conditional(condition, [indices[i] for i in group], sde, score_fn, sampler, options,
-                                     generator=g, device=device, callback=cb)
-        else:
-            res = run_sampler(sampler, sde, score_fn, (len(group), *shape), generator=g, callback=cb,
-                              device=device, **options)
-        xs.append(res.x)
-        nfe = res.nfe
-    return torch.cat(xs), nfe
-
+from ..images import make_grid, save_png, to_uint8
+from ..sampling.draw import draw_samples, sampler_settings
+from ..sde import bcast
 
 def _eval_mode(net: torch.nn.Module):
     class _Ctx:
@@ -289,7 +221,7 @@ class FIDCallback(_EveryNStepsCallback):
 
     @classmethod
     def from_config(cls, cfg) -> FIDCallback:
-        from .evaluation import load_inception, load_reference_stats
+        from ..evaluation import load_inception, load_reference_stats
 
         ev = cfg.eval
         if ev.reference_stats is None:
@@ -301,7 +233,7 @@ class FIDCallback(_EveryNStepsCallback):
                    seed=cfg.sample.seed, batch_size=ev.batch_size, kid_subset_size=ev.kid_subset_size)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from .evaluation import ImageMetrics
+        from ..evaluation import ImageMetrics
 
         if len(pl_module.shape) != 3:
             raise ValueError("eval.every_n_steps: FID needs an image dataset")
@@ -340,59 +272,3 @@ def log_image(trainer, key: str, image: torch.Tensor, step: int) -> None:
             logger.log_image(key=key, images=[image.numpy()], step=step)
         elif hasattr(getattr(logger, "experiment", None), "add_image"):  # tensorboard
             logger.experiment.add_image(key, image.numpy(), step, dataformats="HWC")
-
-
-# --- sgm sample: Trainer.predict over sample indices ------------------------------------------
-class IndexSampler(pl.LightningModule):
-    """``predict`` = draw this rank's share of the pending sample indices and write each as
-    ``out/png/NNNNNN.png`` (atomically). Used by ``sgm sample``; ``settings`` as it resolves them.
-
-    On CPU with ``exact`` the intra-op thread count is pinned to 1: CPU kernels split their
-    reductions by thread, so the bits would otherwise depend on how many processes share the
-    cores (Lightning gives each DDP process cores // processes threads). Use ``--devices`` for
-    CPU parallelism.
-    """
-
-    def __init__(self, model, settings: dict, out: Path, *, condition=None, progress=None):
-        super().__init__()
-        self.net, self.model, self.settings, self.out = model.net, model, settings, Path(out)
-        self.condition, self.progress_cls, self.bar = condition, progress, None
-        self.pending: list[int] = []
-
-    def setup(self, stage: str) -> None:
-        from .sample_dir import pending_indices
-
-        # rank 0 lists the pending indices and broadcasts them, so no rank can see another
-        # rank's fresh files and disagree about the split
-        mine = pending_indices(self.out, self.settings["n"]) if self.trainer.is_global_zero else None
-        self.pending = self.trainer.strategy.broadcast(mine, src=0)
-
-    def predict_dataloader(self):
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        share = torch.tensor(self.pending[rank::world], dtype=torch.long)
-        return torch.utils.data.DataLoader(share, batch_size=self.settings["batch_size"], shuffle=False)
-
-    def on_predict_start(self) -> None:
-        if self.settings["exact"] and self.device.type == "cpu":
-            torch.set_num_threads(1)
-        self.net.eval()
-        if self.progress_cls is not None and self.trainer.is_global_zero:
-            self.bar = self.progress_cls(len(self.pending), self.trainer.world_size)
-
-    def predict_step(self, batch, batch_idx):
-        from .sample_dir import png_path
-
-        s, idx = self.settings, batch.tolist()
-        x, nfe = draw_samples(self.model.score_fn(), self.model.sde, tuple(s["shape"]), idx, seed=s["seed"],
-                              sampler=s["sampler"], options=s["options"], exact=s["exact"],
-                              device=self.device, condition=self.condition)
-        for k, img in zip(idx, to_uint8(x, s["centered"])):
-            save_png(png_path(self.out, k), img)
-        if self.bar is not None:
-            self.bar.advance(len(idx), nfe)
-        return None
-
-    def on_predict_end(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        self.trainer.strategy.barrier("sgm-sample-written")  # rank 0 assembles after this

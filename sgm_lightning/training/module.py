@@ -1,9 +1,9 @@
 """The LightningModule: score network + forward SDE + DSM loss + optimiser + EMA.
 
-* Training: continuous DSM (t ~ U(eps, T)) or discrete NCSN / DDPM levels (:mod:`.losses`),
+* Training: continuous DSM (t ~ U(eps, T)) or discrete NCSN / DDPM levels (:mod:`sgm_lightning.losses`),
   with its noise drawn from a module-owned generator stored in checkpoints (exact resume).
-* EMA (:mod:`.ema`) after every optimiser step; validation runs on the EMA weights, as do
-  sampling (:meth:`ScoreModule.ema_scope`) and export (:mod:`.checkpoint`).
+* EMA (:mod:`sgm_lightning.ema`) after every optimiser step; validation runs on the EMA weights, as do
+  sampling (:meth:`ScoreModule.ema_scope`) and export (:mod:`sgm_lightning.checkpoint`).
 * Validation: the DSM loss with fixed noise per validation item (a pure function of the item's
   index), overall and in ``logging.val_buckets`` noise-level buckets (loss vs sigma).
 * Checkpoints carry the resolved config (YAML text), the EMA shadow by parameter name and
@@ -20,70 +20,15 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from .config import to_yaml
-from .data import data_shape
-from .ema import EMA
-from .losses import discrete_coeffs, discrete_dsm_loss, dsm_loss
-from .nets.precond import precond_from_config
-from .nets.wrapper import score_fn_from_net
-from .rng import rand, randn, sample_generators
-from .sde import SDE, get_sde
+from ..checkpoint import build_net, build_sde
+from ..config import data_shape, to_yaml
+from ..ema import EMA
+from ..losses import discrete_coeffs, discrete_dsm_loss, dsm_loss
+from ..nets.precond import precond_from_config
+from ..nets.wrapper import score_fn_from_net
+from ..rng import rand, randn, sample_generators
 
 VAL_NOISE_SEED = 20_240_521  # validation noise depends only on (this, item index)
-
-
-def build_sde(sde_cfg) -> SDE:
-    """The forward process of a ``sde`` config section."""
-    name = sde_cfg.name
-    if name == "ve":
-        return get_sde("ve", sigma_min=sde_cfg.sigma_min, sigma_max=sde_cfg.sigma_max, N=sde_cfg.N)
-    if name in ("vp", "subvp"):
-        return get_sde(name, beta_min=sde_cfg.beta_min, beta_max=sde_cfg.beta_max, N=sde_cfg.N)
-    return get_sde(name, T=sde_cfg.T, N=sde_cfg.N)
-
-
-def build_net(model_cfg, shape: tuple[int, ...], sde_cfg=None, centered: bool | None = None) -> nn.Module:
-    """The score network of a ``model`` section for data items of ``shape``.
-
-    ``arch=mlp`` builds :class:`~sgm_lightning.nets.mlp.ScoreMLP` (points). Any other arch, or a
-    ``preset`` of ``sgm_lightning.nets.PRESETS``, goes through ``nets.build_network`` with the
-    data shape, ``data.centered`` and the sigma ladder of ``sde`` filled in (so the network and
-    the SDE always agree); ``model.kwargs`` override the preset. A keyword the network does not
-    take is reported as a ``model.kwargs`` error.
-    """
-    kwargs = dict(model_cfg.kwargs)
-    try:
-        if model_cfg.preset is None and model_cfg.arch == "mlp":
-            from .nets.mlp import ScoreMLP
-
-            if model_cfg.get("precond", "none") != "none":
-                kwargs["scale_by_sigma"] = False
-            return ScoreMLP(dim=shape[0], **kwargs)
-        from . import nets
-
-        base: dict = {"arch": model_cfg.arch}
-        if model_cfg.preset is not None:
-            if model_cfg.preset not in nets.PRESETS:
-                raise ValueError(f"model.preset: unknown {model_cfg.preset!r}; choose one of {sorted(nets.PRESETS)}")
-            base = dict(nets.PRESETS[model_cfg.preset])
-        auto: dict = {}
-        if len(shape) == 3:
-            auto.update(num_channels=shape[0], image_size=shape[-1])
-        if centered is not None:
-            auto["centered"] = bool(centered)
-        if model_cfg.get("precond", "none") != "none":  # F sees c_in x and learns a unit-scale target
-            auto["centered"] = True
-            if base.get("arch") == "ncsnpp":
-                auto["scale_by_sigma"] = False
-        if sde_cfg is not None and sde_cfg.name == "ve":
-            auto.update(sigma_min=sde_cfg.sigma_min, sigma_max=sde_cfg.sigma_max, num_scales=sde_cfg.N)
-        for k, v in auto.items():
-            if k in kwargs and kwargs[k] != v:
-                raise ValueError(f"model.kwargs.{k}: {kwargs[k]!r} disagrees with the data/sde config ({v!r}); drop it")
-        kwargs = {**base, **auto, **kwargs}
-        return nets.build_network(kwargs.pop("arch"), **kwargs)
-    except TypeError as err:
-        raise ValueError(f"model.kwargs: {err}") from None
 
 
 class ScoreModule(pl.LightningModule):

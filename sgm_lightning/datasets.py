@@ -1,8 +1,8 @@
-"""Training data: one LightningDataModule for image datasets and toy point clouds.
+"""The datasets a ``data`` config section names, as plain torch datasets (no Lightning; the
+LightningDataModule that loads them for training is :mod:`sgm_lightning.training.data`).
 
-Every dataset yields float tensors: images ``(C, H, W)`` in [0, 1] (centred to [-1, 1] when
-``data.centered``), points ``(d,)``. Labels are dropped (the models are unconditional).
-Validation items come as ``(x, index)`` so each can get its own fixed noise.
+Images come as ``(C, H, W)`` floats in [0, 1] (plus labels where the source has them), points
+as ``(d,)``.
 
 Image sources, read from ``data.root`` (mnist and fashion_mnist through torchvision, the others
 with :mod:`sgm_lightning.image_files`):
@@ -29,11 +29,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
-from .config import POINT_DATASETS, data_shape  # noqa: F401 - data_shape lives in config (no Lightning)
+from .config import POINT_DATASETS
 from .image_files import _HOW, CelebAImages, CIFAR10Batches, ImageFiles, LSUNImages, load_image  # noqa: F401
 
 
@@ -87,7 +86,7 @@ def digits_images(image_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     return x.clamp_(0.0, 1.0), torch.as_tensor(d.target)
 
 
-class _Images(Dataset):
+class ModelSpaceImages(Dataset):
     """Drops labels from a torchvision dataset and applies the [0,1] -> model-space scaling."""
 
     def __init__(self, base, centered: bool):
@@ -189,92 +188,9 @@ def image_dataset(cfg, train: bool = True) -> Dataset:
     raise ValueError(f"data.dataset: {name!r} is not an image dataset")
 
 
-# --- splitting and loading ------------------------------------------------------------
-def _image(item):
-    """The image of a dataset item: torchvision datasets return (image, label)."""
-    return item[0] if isinstance(item, (tuple, list)) else item
-
-
-class Indexed(Dataset):
-    """Items ``(x, i)``: validation gets a fixed noise per index ``i``."""
-
-    def __init__(self, base: Dataset):
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i):
-        return _image(self.base[i]), i
-
-
-class _First(Dataset):
-    def __init__(self, base: Dataset):
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i):
-        return _image(self.base[i])
-
-
-class EpochShuffle(Sampler[int]):
-    """A fresh permutation each epoch that depends only on (seed, epoch): resuming at an epoch
-    boundary replays exactly the data order of an uninterrupted run. Lightning calls set_epoch."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-
+# --- splitting ----------------------------------------------------------------------------
 def split_indices(n: int, val_fraction: float, max_val: int, seed: int) -> tuple[list[int], list[int]]:
     """A fixed (train, val) index split of ``n`` items."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = max(1, min(max_val, int(round(n * val_fraction))))
     return sorted(perm[n_val:]), sorted(perm[:n_val])
-
-
-class SGMDataModule(pl.LightningDataModule):
-    """Train/val loaders for ``cfg`` (the ``data`` section). ``seed``: the shuffling seed."""
-
-    def __init__(self, cfg, seed: int = 0):
-        super().__init__()
-        self.cfg, self.seed = cfg, seed
-        self.shape = data_shape(cfg)
-        self.is_image = cfg.dataset not in POINT_DATASETS
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        c = self.cfg
-        if self.is_image:
-            full = _Images(image_dataset(c, train=True), c.centered)
-            evalset = full if not c.random_flip else _Images(image_dataset(c, train=False), c.centered)
-        else:
-            full = evalset = _First(TensorDataset(toy_points(c.dataset, c.n_points, c.toy_noise, c.split_seed, c)))
-        tr, va = split_indices(len(full), c.val_fraction, c.max_val, c.split_seed)
-        self.train_set, self.val_set = Subset(full, tr), Indexed(Subset(evalset, va))
-
-    def train_dataloader(self) -> DataLoader:
-        world = getattr(getattr(self, "trainer", None), "world_size", 1) or 1
-        kw = dict(batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers, drop_last=True,
-                  persistent_workers=self.cfg.num_workers > 0)
-        if world > 1:  # Lightning swaps in a DistributedSampler (seeded, with set_epoch)
-            return DataLoader(self.train_set, shuffle=True, **kw)
-        return DataLoader(self.train_set, sampler=EpochShuffle(len(self.train_set), self.seed), **kw)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.cfg.val_batch_size, shuffle=False,
-                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
