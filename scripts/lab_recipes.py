@@ -128,6 +128,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep-ckpt", default=None, help="sweep this checkpoint instead of --best's last one")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the default run's)")
     ap.add_argument("--checkpoints", type=int, default=3)
+    ap.add_argument("--cpu-per-step", type=float, default=None,
+                    help="with --no-train: training CPU seconds per step, measured apart (the recipes share the "
+                         "network and batch, so one number serves all three); the table then gives steps x it")
     ap.add_argument("--n", type=int, default=250, help="samples per checkpoint evaluation of a recipe")
     ap.add_argument("--sweep-n", type=int, default=500, help="samples per sampler setting")
     ap.add_argument("--ckpt-dir", default="checkpoints/recipes")
@@ -145,7 +148,9 @@ def main(argv=None) -> int:
     ys = Yardstick(cfg)
     for recipe in filter(None, args.recipes.split(",")):
         if args.no_train:
-            run = {"cpu_seconds": None, "steps": steps, "ckpts": checkpoints(ckpt_dir / f"recipe-{recipe}")}
+            per = args.cpu_per_step
+            run = {"cpu_seconds": None if per is None else per * steps, "cpu_per_step_measured_apart": per,
+                   "steps": steps, "ckpts": checkpoints(ckpt_dir / f"recipe-{recipe}")}
         else:
             run = train(f"recipe-{recipe}", recipe, steps, max(1, steps // args.checkpoints), ckpt_dir, args.extra)
         rows = {}
@@ -216,6 +221,9 @@ def tables(r: dict) -> str:
         lines += [f"Recipes, each checkpoint scored with PC (100 steps), n={next(iter(r['recipes'].values()))['n']} "
                   f"(real digits: Frechet {real['frechet']:.2f}, confidence {real['mean_confidence']:.3f}, "
                   f"p>0.9 {real['share_confident']:.3f}).", "",
+                  *([f"Training CPU s = step x {apart} s (the CPU per training step, measured apart on one "
+                     "thread at batch 64).", ""] if (apart := next(iter(r["recipes"].values()))["run"]
+                                                   .get("cpu_per_step_measured_apart")) else []),
                   "| recipe | step | training CPU s | Frechet | mean conf | p > 0.9 | NN ratio | noise-like |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, rec in r["recipes"].items():
