@@ -9,6 +9,7 @@ sample grid from the EMA network into the run folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -36,7 +37,9 @@ def resolve_run(cfg, config_name: str) -> tuple[str, Path, str | None]:
     """``(run name, run folder, checkpoint to resume from or None)``; checks resume paths first.
 
     ``resume=PATH`` continues in the checkpoint's own folder (also after the run was moved or
-    renamed) unless ``name`` is given. A new run never reuses a folder that holds a run.
+    renamed) unless ``name`` is given. A new run never reuses a folder that holds a run
+    (:data:`RUN_FILES`): ``name=`` of one is refused before any work, and the default
+    timestamped name skips to ``-2``, ``-3``, ... when its folder exists.
     """
     root = Path(cfg.checkpoint.dir)
     resume, name = cfg.resume, cfg.name or os.environ.get(RUN_NAME_ENV)
@@ -58,18 +61,33 @@ def resolve_run(cfg, config_name: str) -> tuple[str, Path, str | None]:
         return ckpt.parent.name, ckpt.parent, str(ckpt)
     if not name:  # every process of a multi-process launch must agree on it: prefer the job's id
         job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "none")
-        name = f"{config_name}-{job}" if job != "none" else f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = f"{config_name}-{job}" if job != "none" else _fresh_name(root, config_name)
     run_dir = root / name
-    if (run_dir / "last.ckpt").exists() and not os.environ.get(RUN_NAME_ENV):
-        raise ValueError(f"name: {run_dir} already holds a run (last.ckpt); continue it with resume=last name={name}, "
-                         "or choose another name")
+    held = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if held and not os.environ.get(RUN_NAME_ENV):  # the DDP workers of this very run see its files
+        raise ValueError(f"name: {run_dir} already holds a run ({', '.join(held)}); continue it with "
+                         f"resume=last name={name}, or choose another name=")
     return name, run_dir, None
+
+
+#: files that make a folder a run: a new run refuses a folder holding any of them
+RUN_FILES = ("last.ckpt", "config.yaml")
+
+
+def _fresh_name(root: Path, config_name: str) -> str:
+    """``<config>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``, ... when a run started in the same second."""
+    base = f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, k = base, 1
+    while (root / name).exists():
+        k += 1
+        name = f"{base}-{k}"
+    return name
 
 
 # --- builders --------------------------------------------------------------------------
 def build_callbacks(cfg, run_dir: Path) -> list:
     """Checkpointing (last + best-k by val/loss), sample grids (EMA weights), the progress bar."""
-    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from .guards import NonFiniteGuard, SaveLast
 
@@ -93,8 +111,44 @@ def build_callbacks(cfg, run_dir: Path) -> list:
 
         callbacks.append(FIDCallback.from_config(cfg))
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(step_progress_bar())
     return callbacks
+
+
+def step_progress_bar(**kwargs):
+    """A rich progress bar counting optimizer steps: ``train step ━━━ 1200/3000`` (not the
+    ``Epoch 21/-2`` Lightning shows when a run is set by ``max_steps``); resumed runs start at
+    their step. Without ``max_steps`` it is Lightning's per-epoch bar."""
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    class StepProgressBar(RichProgressBar):
+        def _by_step(self) -> bool:
+            return (self.trainer.max_steps or -1) > 0
+
+        @property
+        def total_train_batches(self):
+            return self.trainer.max_steps if self._by_step() else super().total_train_batches
+
+        def _get_train_description(self, current_epoch: int) -> str:
+            return "train step" if self._by_step() else super()._get_train_description(current_epoch)
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if not self._by_step():
+                return super().on_train_epoch_start(trainer, pl_module)
+            if self.progress is not None and self.train_progress_bar_id is None:  # one bar for the whole run
+                self._initialize_train_progress_bar_id()
+            self.refresh()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if not self._by_step():
+                return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            if not self.is_disabled and self.train_progress_bar_id is None:
+                self._initialize_train_progress_bar_id()
+            self._update(self.train_progress_bar_id, trainer.global_step)
+            self._update_metrics(trainer, pl_module)
+            self.refresh()
+
+    return StepProgressBar(**{"leave": True, **kwargs})
 
 
 def wandb_offline(mode: str) -> bool:
@@ -131,10 +185,15 @@ def build_logger(cfg, run_name: str, config_name: str, resume_index: int = 0):
     if offline:
         os.environ["WANDB_MODE"] = "offline"  # no login prompt, no network
     save_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
+    logger = WandbLogger(
         project=lg.project, name=run_name, group=lg.group or config_name, save_dir=str(save_dir),
         offline=offline, config=OmegaConf.to_container(cfg, resolve=True), id=run_name.replace("/", "-"),
     )
+    # Lightning always passes anonymous=None to wandb.init, and wandb >= 0.19 warns that the
+    # setting "has no effect" whenever it is passed at all
+    if logger._wandb_init.get("anonymous", 0) is None:
+        del logger._wandb_init["anonymous"]
+    return logger
 
 
 def build_trainer(cfg, callbacks: list, logger):
@@ -244,10 +303,9 @@ def _fit(cfg, config_name: str, name: str, run_dir: Path, ckpt: str | None, call
     all_callbacks = build_callbacks(cfg, run_dir) + list(callbacks or [])
     config_path = resume_config_path(run_dir) if ckpt else run_dir / "config.yaml"
     resume_index = int(config_path.stem.rsplit("-", 1)[1]) if ckpt else 0
+    quiet_lightning()
     trainer = build_trainer(cfg, all_callbacks, build_logger(cfg, name, config_name, resume_index))
     check_batches(datamodule, cfg, trainer.world_size)
-    # the run folder holds config.yaml (and, resuming, the run's checkpoints) on purpose
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     with ExitStack() as held:
         if trainer.is_global_zero:  # one writer per run folder
             held.enter_context(FolderLock(run_dir, "name"))
@@ -262,6 +320,23 @@ def _fit(cfg, config_name: str, name: str, run_dir: Path, ckpt: str | None, call
                             f"the newest finite state is {run_dir / 'last.ckpt'} (if saved); check the model "
                             "(optim.lr) and the sample.* settings") from None
     return TrainResult(module, trainer, run_dir, grid)
+
+
+class _DropTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+_DROP_TIP = _DropTip()
+
+
+def quiet_lightning() -> None:
+    """Silence what Lightning prints that is not about this run: the litlogger advertisement, the
+    "Checkpoint directory exists and is not empty" warning (the run folder holds config.yaml, and
+    resuming, the run's checkpoints, on purpose) and a deprecation inside Lightning's own code."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DROP_TIP)  # idempotent
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def finish(trainer, cfg, run_dir: Path, name: str) -> Path | None:
