@@ -11,6 +11,10 @@ Two formats, both loaded strictly (every missing or unexpected key is reported) 
   ``net.``), the EMA shadow under ``ema``, the resolved config as YAML text under ``sgm_config``;
 * an export folder: ``model.safetensors`` (the EMA weights) + ``config.yaml``
   (:func:`export`). A path to the ``.safetensors`` file itself also works.
+
+A diffusers NCSN++ folder (a ``ScoreSdeVePipeline`` with ``model_index.json`` / ``unet/``, or a
+bare ``UNet2DModel`` folder whose ``config.json`` names it) loads too, through
+:func:`sgm_lightning.nets.diffusers_io.from_diffusers` (no diffusers install needed).
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from .paths import set_file_mode
 from .sde import SDE, ScoreFn, get_sde
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
-__all__ = ["LoadedModel", "build_net", "build_sde", "data_shape", "export", "load_model"]
+#: beside a diffusers folder written by ``sgm export --format diffusers``: what diffusers' files
+#: cannot say: ``{"data_centered": bool, "sample": {"sampler": ..., "options": {...}}}``
+DIFFUSERS_INFO = "sgm_lightning.json"
+__all__ = ["LoadedModel", "build_net", "build_sde", "data_shape", "export", "load_diffusers", "load_model"]
 
 
 def build_sde(sde_cfg) -> SDE:
@@ -160,10 +167,13 @@ def _read_export(folder: Path, weights: Path) -> tuple[str, dict[str, torch.Tens
 
 
 def load_model(path: str | os.PathLike, *, map_location="cpu") -> LoadedModel:
-    """Load a ``.ckpt``, an export folder, or its ``model.safetensors`` (see module docstring)."""
+    """Load a ``.ckpt``, an export folder, its ``model.safetensors``, or a diffusers NCSN++ folder
+    (see the module docstring)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such checkpoint file or export folder")
+    if is_diffusers_folder(p):
+        return load_diffusers(p, map_location=map_location)
     if p.is_dir() or p.suffix == ".safetensors":
         folder, weights = (p, p / WEIGHTS) if p.is_dir() else (p.parent, p)
         if not weights.is_file():
@@ -179,6 +189,55 @@ def load_model(path: str | os.PathLike, *, map_location="cpu") -> LoadedModel:
     net.to(map_location).eval()
     return LoadedModel(net=net, sde=build_sde(cfg.sde), continuous=bool(cfg.loss.continuous), cfg=cfg,
                        shape=shape, centered=bool(cfg.data.centered), step=step, source=p)
+
+
+def is_diffusers_folder(p: Path) -> bool:
+    """A diffusers pipeline or ``UNet2DModel`` folder (not one of our export folders)."""
+    if not p.is_dir() or (p / WEIGHTS).is_file():
+        return False
+    if (p / "model_index.json").is_file() or (p / "unet" / "config.json").is_file():
+        return True
+    try:
+        import json
+
+        return json.loads((p / "config.json").read_text()).get("_class_name") == "UNet2DModel"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_diffusers(folder: str | os.PathLike, *, map_location="cpu") -> LoadedModel:
+    """A diffusers NCSN++ folder as a :class:`LoadedModel`: our ``NCSNpp`` with its weights, the VE
+    SDE of its ``ScoreSdeVeScheduler``, and PC sampler settings as the scheduler's (reverse
+    diffusion + Langevin, its ``snr`` and ``correct_steps``). Images are in [0, 1]
+    (``centered=False``), as ``ScoreSdeVePipeline`` returns them, whatever the network's own input
+    mapping (``center_input_sample``, which ``cfg.data.centered`` records for the builder). A
+    folder written by ``sgm export`` also holds :data:`DIFFUSERS_INFO`, which restores the data
+    range and the sampler settings of the checkpoint it came from."""
+    import yaml
+
+    from .nets.diffusers_io import from_diffusers
+
+    net, info = from_diffusers(folder)
+    over = info.sgm_config()
+    over["data"]["dataset"] = "cifar10"  # three channels, image_size from the UNet: data_shape -> (3, S, S)
+    # ScoreSdeVePipeline's sampler: reverse diffusion + Langevin with the scheduler's snr / steps
+    over["sample"] = {"sampler": "pc", "options": {"predictor": "reverse_diffusion", "corrector": "langevin",
+                                                  "snr": info.snr, "corrector_steps": info.correct_steps}}
+    centered = bool(info.data_centered)
+    extra = Path(folder) / DIFFUSERS_INFO
+    if extra.is_file():
+        import json
+
+        try:
+            saved = json.loads(extra.read_text())
+            centered = bool(saved["data_centered"])
+            over["sample"] = saved.get("sample", over["sample"])
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{extra}: not a readable {DIFFUSERS_INFO} ({err})") from None
+    cfg = config_from_yaml(yaml.safe_dump(over))  # the defaults with these, validated
+    shape = data_shape(cfg.data)
+    return LoadedModel(net=net.to(map_location).eval(), sde=info.sde(), continuous=True, cfg=cfg, shape=shape,
+                       centered=centered, step=None, source=Path(folder))
 
 
 def _load_strict(net: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
