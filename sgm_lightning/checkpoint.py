@@ -128,6 +128,66 @@ class LoadedModel:
         self.net.to(device)
         return self
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def sample(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0, device=None,
+               batch_size: int | None = None, *, exact: bool = True, **options) -> torch.Tensor:
+        """``n`` samples ``(n, *shape)``, float32 on the CPU; images clipped to the data range
+        ([-1, 1] when ``centered``, else [0, 1]). No autograd graph is kept (inference mode).
+
+        Sample k is ``sgm sample``'s image k for the same checkpoint, sampler settings and seed:
+        its noise comes from ``rng.sample_generators(seed, [k])`` (through
+        :func:`sgm_lightning.sampling.draw_samples`) and the settings are resolved as ``sgm
+        sample`` resolves them (:func:`sgm_lightning.sampling.sampler_settings`: the
+        checkpoint's ``sample`` section, then ``sampler``, ``steps`` and ``options`` such as
+        ``snr=0.1``; Langevin norms per sample). ``exact`` (default, as ``sgm sample``): every
+        sample runs alone, so the bits do not depend on ``batch_size`` (on the CPU with one
+        intra-op thread, as ``sgm sample`` pins it); ``exact=False`` batches ``batch_size``
+        samples per call (much faster on GPUs; equal to float rounding). ``device``: where to
+        sample (default: the network's device; the network moves there).
+        """
+        from .rng import SEED_LIMIT
+        from .sampling import draw_samples, sampler_settings
+
+        if n < 1 or not 0 <= seed < SEED_LIMIT or (batch_size is not None and batch_size < 1):
+            raise ValueError(f"sample: need n >= 1, 0 <= seed < 2**63 and batch_size >= 1; got n={n}, seed={seed}, "
+                             f"batch_size={batch_size}")
+        name, opts = sampler_settings(self.cfg.sample, sampler=sampler, steps=steps, per_sample=True, **options)
+        device = torch.device(device) if device is not None else self.device
+        self.net.to(device).eval()
+        batch, score_fn, threads = batch_size or 64, self.score_fn(), torch.get_num_threads()
+        if exact and device.type == "cpu":
+            torch.set_num_threads(1)  # CPU kernels split reductions by thread count: pin it, as sgm sample does
+        try:
+            with torch.inference_mode():
+                parts = [draw_samples(score_fn, self.sde, self.shape, list(range(i, min(i + batch, n))), seed=seed,
+                                      sampler=name, options=opts, exact=exact, device=device)[0].float().cpu()
+                         for i in range(0, n, batch)]
+        finally:
+            torch.set_num_threads(threads)
+        x = torch.cat(parts)
+        if self.is_image:
+            x = x.clamp(-1.0 if self.centered else 0.0, 1.0)
+        return x
+
+    def to_pil(self, images: torch.Tensor) -> list:
+        """Images ``(B, C, H, W)`` in this model's data range -> a list of ``PIL.Image`` (L or RGB)."""
+        from PIL import Image
+
+        from .images import to_uint8
+
+        pixels = to_uint8(images, self.centered).numpy()
+        return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in pixels]
+
+    def save_grid(self, images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
+        """Write images ``(B, C, H, W)`` in this model's data range as one PNG grid (``nrow`` per row,
+        default near-square); returns the path."""
+        from .images import make_grid, save_png, to_uint8
+
+        return save_png(path, make_grid(to_uint8(images, self.centered), nrow=nrow))
+
 
 def _read_ckpt(path: Path, map_location) -> dict:
     try:
