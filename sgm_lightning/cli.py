@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     from .errors import Interrupted, RunFailed, one_line
+    from .training.run import quiet_lightning
 
+    quiet_lightning()  # every command that starts a Trainer (train, sample): no advertisement
     try:
         return int(args.func(args) or 0)
     except (RunFailed, Interrupted) as err:  # the run stopped: say why, with its own exit code

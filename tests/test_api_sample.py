@@ -55,9 +55,10 @@ def test_sample_keeps_no_graph_and_returns_images_in_the_data_range(export_dir):
     (["--seed", "7", "--snr", "0.1", "--steps", "2"], dict(seed=7, snr=0.1, steps=2)),
     (["--sampler", "edm_heun", "--steps", "3"], dict(sampler="edm_heun", steps=3)),
 ])
-def test_sample_equals_sgm_sample_image_for_image(export_dir, tmp_path, cli, api):
+def test_sample_equals_sgm_sample_image_for_image(export_dir, tmp_path, caplog, cli, api):
     assert main(["sample", "--ckpt", str(export_dir), "--n", "5", "--batch-size", "2", "--out", str(tmp_path / "s"),
                  "--no-progress", *cli]) == 0
+    assert "GPU available" in caplog.text and "litlogger" not in caplog.text  # sgm sample is quiet too
     cmd = np.load(tmp_path / "s" / "samples.npz")["x"]
     x = load_model(export_dir).sample(5, **api)
     assert np.array_equal(to_uint8(x, centered=True).numpy(), cmd)
