@@ -89,7 +89,13 @@ def build_net(model_cfg, shape: tuple[int, ...], sde_cfg=None, centered: bool | 
             if k in kwargs and kwargs[k] != v:
                 raise ValueError(f"model.kwargs.{k}: {kwargs[k]!r} disagrees with the data/sde config ({v!r}); drop it")
         kwargs = {**base, **auto, **kwargs}
-        return nets.build_network(kwargs.pop("arch"), **kwargs)
+        arch = kwargs.pop("arch")
+        try:
+            return nets.build_network(arch, **kwargs)
+        except (ValueError, RuntimeError, ZeroDivisionError, AssertionError) as err:  # e.g. GroupNorm of nf=15
+            given = ", ".join(f"{k}={v}" for k, v in dict(model_cfg.kwargs).items()) or "no model.kwargs"
+            raise ValueError(f"model.kwargs: the {arch} network cannot be built with {given}: "
+                             f"{' '.join(str(err).split())}") from None
     except TypeError as err:
         raise ValueError(f"model.kwargs: {err}") from None
 
