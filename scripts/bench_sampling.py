@@ -169,8 +169,8 @@ def bookkeeping_table(repeats: int):
         def run(sampler=sampler, opts=opts, info=info):
             calls = [0]
 
-            def cb(i, t, x):
-                calls[0] = i + 1
+            def cb(step):
+                calls[0] = step.i + 1
 
             res = run_sampler(sampler, sde, stub, (64, *SHAPE), generator=torch.Generator().manual_seed(0),
                               callback=cb, **opts)

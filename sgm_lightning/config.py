@@ -140,17 +140,8 @@ class CheckpointConfig:
 
 @dataclass
 class SampleConfig:
-    sampler: str = "pc"              # pc | ald | ode | edm ... (sgm_lightning.sampling.run_sampler)
-    predictor: str = "reverse_diffusion"
-    corrector: str = "langevin"
-    snr: float = 0.16
-    steps: Optional[int] = None      # sampling steps (default: sde.N)
-    corrector_steps: int = 1
-    n_steps_each: int = 5            # ALD: Langevin steps per level
-    step_lr: float = 6.2e-6          # ALD: epsilon of alpha_i = eps (sigma_i / sigma_min)^2
-    method: str = "rk45"             # ODE solver
-    denoise: bool = True             # final Tweedie / noise-free step
-    norms: str = "batch"             # Langevin step-size norms: batch | sample
+    sampler: str = "pc"              # a name of sgm_lightning.sampling.SAMPLERS
+    options: dict[str, Any] = field(default_factory=dict)  # that sampler's keyword options (its signature)
     n_samples: int = 64              # grid size during and at the end of training
     batch_size: int = 64
     every_n_steps: int = 0           # sample grids during training (0 = off)
@@ -218,7 +209,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         if "=" not in o or o.startswith("="):
             raise ValueError(f"override {o!r}: write overrides as key=value, e.g. trainer.max_steps=100")
     try:
-        given = OmegaConf.merge(_load_yaml(p), OmegaConf.from_dotlist(list(overrides)))
+        node, over = _load_yaml(p), OmegaConf.from_dotlist(list(overrides))
+        sampler = OmegaConf.select(over, "sample.sampler", default=None) or \
+            OmegaConf.select(node, "sample.sampler", default=None)
+        _migrate_sample(node, sampler, strict=False)  # an old flat section: as the old code read it
+        _switch_sampler(node, OmegaConf.select(over, "sample.sampler", default=None))
+        _migrate_sample(over, sampler, strict=True)   # sample.<option>=value: an option of that sampler
+        given = OmegaConf.merge(node, over)
         cfg = OmegaConf.merge(OmegaConf.structured(Config), given)
     except OmegaConfBaseException as err:
         raise ValueError(_describe(err, p)) from None
@@ -268,12 +265,41 @@ def _arch_from_preset(cfg: DictConfig, given: DictConfig) -> None:
     cfg.model.arch = arch
 
 
+def _migrate_sample(node: DictConfig, sampler, *, strict: bool) -> None:
+    """Rewrite a flat ``sample`` section of ``node`` in place into ``{sampler, options}``
+    (:func:`sgm_lightning.sampling.settings.migrate_flat`)."""
+    section = node.get("sample") if isinstance(node, DictConfig) else None
+    if not isinstance(section, DictConfig):
+        return
+    from .sampling.settings import FLAT_DEFAULTS, migrate_flat
+
+    if not any(k in FLAT_DEFAULTS for k in section):
+        return
+    node["sample"] = migrate_flat(OmegaConf.to_container(section, resolve=True), sampler, strict=strict)
+
+
+def _switch_sampler(node: DictConfig, sampler) -> None:
+    """``sample.sampler=<other>`` on the command line: the file's options written for its own
+    sampler apply to the new one only where it takes them (as ``sgm sample --sampler`` does)."""
+    options = OmegaConf.select(node, "sample.options", default=None)
+    if sampler is None or sampler == OmegaConf.select(node, "sample.sampler", default=None) or not options:
+        return
+    from .sampling.settings import check_sampler, config_options
+
+    check_sampler(sampler)
+    keep = set(config_options(sampler))
+    node.sample.options = {k: v for k, v in OmegaConf.to_container(options).items() if k in keep}
+
+
 def config_from_yaml(text: str) -> DictConfig:
     """Rebuild and validate a config saved with :func:`to_yaml` (e.g. from a checkpoint)."""
     import yaml
 
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))
+        node = OmegaConf.create(text)
+        if isinstance(node, DictConfig):
+            _migrate_sample(node, None, strict=False)  # saved before sample.options existed
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), node)
     except OmegaConfBaseException as err:
         raise ValueError(_describe(err, "the saved config")) from None
     except yaml.YAMLError as err:
@@ -361,17 +387,13 @@ def validate(cfg: DictConfig) -> None:
     _check(lg.val_buckets >= 1, "logging.val_buckets", f"must be >= 1, got {lg.val_buckets}")
     _check(cfg.checkpoint.save_top_k >= -1, "checkpoint.save_top_k", "must be >= -1 (-1 keeps all)")
     sm = cfg.sample
-    _check(sm.steps is None or sm.steps >= 1, "sample.steps", f"must be >= 1 or null, got {sm.steps}")
     for k in ("n_samples", "batch_size", "trajectory_frames"):
         _check(sm[k] >= 1, f"sample.{k}", f"must be >= 1, got {sm[k]}")
-    for k in ("corrector_steps", "every_n_steps", "n_steps_each"):
-        _check(sm[k] >= 0, f"sample.{k}", f"must be >= 0, got {sm[k]}")
-    _check(sm.snr > 0 and sm.step_lr > 0, "sample.snr", "sample.snr and sample.step_lr must be > 0")
-    _one_of(sm.norms, "sample.norms", ("batch", "sample"))
+    _check(sm.every_n_steps >= 0, "sample.every_n_steps", f"must be >= 0, got {sm.every_n_steps}")
     _check(sm.n_samples <= MAX_GRID_SAMPLES, "sample.n_samples",
            f"at most {MAX_GRID_SAMPLES} (one grid image, gathered in memory), got {sm.n_samples}; "
            "draw more with `sgm sample`")
-    _validate_sampler_names(sm)
+    _validate_sampler(sm)
     ev = cfg.eval
     for k in ("n_samples", "batch_size", "kid_subset_size"):
         _check(ev[k] >= 1, f"eval.{k}", f"must be >= 1, got {ev[k]}")
@@ -423,17 +445,13 @@ def _check_image_network(cfg: DictConfig) -> None:
            "(e.g. ncsnpp_digits) or an image model.arch")
 
 
-def _validate_sampler_names(sm) -> None:
-    """The sample.* names the samplers know, checked here so a typo fails before training."""
-    from .sampling import CORRECTORS, ODE_METHODS, PREDICTORS, SAMPLERS
+def _validate_sampler(sm) -> None:
+    """``sample.sampler`` is a sampler and ``sample.options`` are options of it (its signature),
+    checked here so a typo fails before training."""
+    from .sampling.settings import check_options, check_sampler
 
-    _one_of(sm.sampler, "sample.sampler", sorted(SAMPLERS))
-    _one_of(sm.predictor, "sample.predictor", sorted(PREDICTORS))
-    _one_of(sm.corrector, "sample.corrector", sorted(CORRECTORS))
-    _one_of(sm.method, "sample.method", sorted(ODE_METHODS))
-    if sm.sampler == "pc":
-        _check(sm.predictor != "none" or (sm.corrector != "none" and sm.corrector_steps >= 1), "sample.predictor",
-               "with predictor none the corrector must run (a corrector and sample.corrector_steps >= 1)")
+    check_sampler(sm.sampler)
+    check_options(sm.sampler, OmegaConf.to_container(sm.options, resolve=True))
 
 
 def _validate_precond(cfg: DictConfig) -> None:

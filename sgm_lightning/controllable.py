@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .rng import GeneratorLike, as_generator, randn
+from .rng import GeneratorLike
 from .sde import SDE, ScoreFn, bcast
 
 MODES = ("inpaint", "colorize")
@@ -112,55 +112,28 @@ def colorize_condition(grey: torch.Tensor, channels: int = 3) -> Condition:
 
 
 # --- the sampler --------------------------------------------------------------------------------
-def pc_conditional(
-    sde: SDE, score_fn: ScoreFn, y: torch.Tensor, mask: torch.Tensor, *,
-    transform: torch.Tensor | None = None,
-    predictor: str = "reverse_diffusion", corrector: str = "langevin", snr: float = 0.16,
-    corrector_steps: int = 1, steps: int | None = None, denoise: bool = True, norms: str = "sample",
-    eps: float | None = None, generator: GeneratorLike = None, callback=None,
-):
+def pc_conditional(sde: SDE, score_fn: ScoreFn, y: torch.Tensor, mask: torch.Tensor, *,
+                   transform: torch.Tensor | None = None, norms: str = "sample", generator: GeneratorLike = None,
+                   callback=None, **options):
     """PC sampling of the unknown part given y' (module docstring). ``y``, ``mask``:
-    ``(B, C, H, W)`` in decoupled coordinates; returns ``SampleResult`` in data coordinates."""
-    from .sampling import CORRECTORS, PREDICTORS, SampleResult
-    from .sampling.base import CountedScore, check_choice, check_int, check_number, tweedie_denoise
+    ``(B, C, H, W)`` in decoupled coordinates; returns ``SampleResult`` in data coordinates.
 
-    check_choice("predictor", predictor, PREDICTORS)
-    check_choice("corrector", corrector, CORRECTORS)
-    snr = check_number("snr", snr)
-    steps = check_int("steps", sde.N if steps is None else steps, 1)
-    corrector_steps = check_int("corrector_steps", corrector_steps, 0)
-    eps = sde.eps if eps is None else float(eps)
-    gen = as_generator(generator, y.shape[0])
-    score = CountedScore(score_fn)
-    predict = None if predictor == "none" else PREDICTORS[predictor]
-    correct = None if corrector == "none" or corrector_steps == 0 else CORRECTORS[corrector]
+    :func:`sgm_lightning.sampling.pc_sample` with a projection that redraws the known part from
+    the forward marginal after every step; ``options`` are pc_sample's (predictor, corrector,
+    snr, corrector_steps, steps, denoise, eps, grid, ...).
+    """
+    from .sampling import SampleResult, pc_sample
 
-    def z():
-        return randn(y.shape, gen, device=y.device, dtype=y.dtype)
-
-    def impose(x, t):  # x in data coordinates; known part of x' <- s(t) y' + std(t) z
+    def impose(x, t, z):  # x in data coordinates; known part of x' <- s(t) y' + std(t) z
         scale, std = sde.marginal_coeffs(t)
         xd = to_decoupled(x, transform)
-        xd = mask * (bcast(scale, y) * y + bcast(std, y) * z()) + (1 - mask) * xd
+        xd = mask * (bcast(scale, y) * y + bcast(std, y) * z) + (1 - mask) * xd
         return from_decoupled(xd, transform)
 
-    ts = torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).to(device=y.device, dtype=y.dtype)
-    tv = ts[:, None].expand(-1, y.shape[0])
-    x = impose(sde.prior_std * z(), tv[0])  # the known part starts at level T
-    for i in range(steps):
-        if predict is not None:
-            x, _ = predict(sde, score, x, tv[i], tv[i + 1], z())
-            x = impose(x, tv[i + 1])
-        if correct is not None:
-            for _ in range(corrector_steps):
-                x, _ = correct(sde, score, x, tv[i + 1], z(), snr=snr, norms=norms)
-                x = impose(x, tv[i + 1])
-        if callback is not None:
-            callback(i, tv[i + 1], x)
-    if denoise:
-        x = tweedie_denoise(sde, score, x, tv[-1])
-    xd = mask * y + (1 - mask) * to_decoupled(x, transform)  # known part exactly
-    return SampleResult(from_decoupled(xd, transform), score.nfe)
+    res = pc_sample(sde, score_fn, tuple(y.shape), norms=norms, generator=generator, callback=callback,
+                    project=impose, device=y.device, dtype=y.dtype, **options)
+    xd = mask * y + (1 - mask) * to_decoupled(res.x, transform)  # known part exactly
+    return SampleResult(from_decoupled(xd, transform), res.nfe)
 
 
 def sample_conditional(condition: Condition, indices, sde: SDE, score_fn: ScoreFn, sampler: str,

@@ -86,12 +86,16 @@ def _our_config(config: dict):
     cfg.data.centered = bool(data.get("centered", False))
     cfg.loss.continuous = bool(training.get("continuous", True))
     sampling = config.get("sampling", {})
-    cfg.sample.sampler = "ode" if sampling.get("method") == "ode" else "pc"
+    flat = {"sampler": "ode" if sampling.get("method") == "ode" else "pc"}
     if "predictor" in sampling:
-        cfg.sample.predictor = PREDICTORS.get(sampling["predictor"], sampling["predictor"])
+        flat["predictor"] = PREDICTORS.get(sampling["predictor"], sampling["predictor"])
     for key in ("corrector", "snr", "n_steps_each"):
         if key in sampling:
-            cfg.sample[key] = sampling[key]
+            flat[key] = sampling[key]
+    from .sampling.settings import migrate_flat  # score_sde's settings, read as our old flat section did
+
+    section = migrate_flat(flat)
+    cfg.sample.sampler, cfg.sample.options = section["sampler"], section.get("options", {})
     validate(cfg)
     return cfg
 

@@ -101,10 +101,11 @@ def test_settings_come_from_the_config_and_bad_names_are_rejected():
 
 
 def test_an_adaptive_ode_sampler_does_not_inherit_the_pc_step_count():
-    cfg = load_config(None, ["sample.steps=250", "sample.method=rk45"])
+    cfg = load_config(None, ["sample.sampler=pc", "sample.steps=250"])
     name, opts = sampler_settings(cfg.sample, sampler="ode")
-    assert name == "ode" and opts["method"] == "rk45" and "steps" not in opts
-    name, opts = sampler_settings(load_config(None, ["sample.steps=7", "sample.method=rk4"]).sample, sampler="ode")
+    assert name == "ode" and opts.get("method", "rk45") == "rk45" and "steps" not in opts  # rk45: ode's default
+    cfg7 = load_config(None, ["sample.sampler=ode", "sample.steps=7", "sample.method=rk4"])
+    name, opts = sampler_settings(cfg7.sample, sampler="ode")
     assert opts["steps"] == 7
     with pytest.raises(ValueError, match="steps"):  # asked for explicitly: the sampler's own error
         from sgm_lightning.sampling import run_sampler

@@ -107,7 +107,7 @@ def test_batch_norms_couple_the_batch():
 def test_callback_sees_every_step():
     sde = VPSDE()
     seen = []
-    cb = lambda i, t, x: seen.append((i, float(torch.as_tensor(t).reshape(-1)[0]), x.shape))  # noqa: E731
+    cb = lambda s: seen.append((s.i, float(s.t.reshape(-1)[0]), s.x.shape))  # noqa: E731
     run_sampler("pc", sde, GM.score_fn(sde), (4, 2), steps=5, callback=cb)
     assert [s[0] for s in seen] == [0, 1, 2, 3, 4]
     assert seen[-1][1] == pytest.approx(sde.eps) and seen[0][2] == (4, 2)

@@ -16,8 +16,9 @@ def test_lmc_stationary_variance():
     m, s2, h = torch.tensor([1.0, -2.0], dtype=torch.float64), 2.25, 0.5 * 2.25
     g = torch.Generator().manual_seed(0)
     x0 = m + torch.randn(20_000, 2, generator=g, dtype=torch.float64)
-    x = langevin(lambda x: -(x - m) / s2, x0, step_size=h, n_steps=60, generator=g)
-    assert x.nfe == 60 and x.x is x
+    res = langevin(lambda x: -(x - m) / s2, x0, step_size=h, n_steps=60, generator=g)
+    assert res.nfe == 60
+    x = res.x
     expected = s2 / (1 - h / (2 * s2))  # = 3.0, clearly not s^2 = 2.25
     assert x.var(0).mean().item() == pytest.approx(expected, rel=0.02)
     assert (x.mean(0) - m).abs().max() < 0.04
@@ -32,7 +33,7 @@ def test_lmc_bias_error_shifts_the_mean_by_eps_lambda():
     t0 = torch.zeros(10_000, dtype=torch.float64)
     g = torch.Generator().manual_seed(1)
     x0 = torch.randn(10_000, 3, generator=g, dtype=torch.float64)
-    x = langevin(lambda x: biased(x, t0), x0, step_size=0.2, n_steps=100, generator=g)
+    x = langevin(lambda x: biased(x, t0), x0, step_size=0.2, n_steps=100, generator=g).x
     expected = torch.tensor([0.0, eps * lam, 0.0], dtype=torch.float64)
     torch.testing.assert_close(x.mean(0), expected, atol=0.06, rtol=0)  # 4 standard errors
 
@@ -69,7 +70,7 @@ def test_annealing_recovers_mode_weights_plain_langevin_does_not():
     assert res.nfe == 10 * 100 + 1
     w_ald = mode_weights(res.x, gm)[0].item()
     x0 = 16 * torch.rand(n, 2, generator=g, dtype=torch.float64) - 8
-    x = langevin(gm.score, x0, step_size=0.05, n_steps=1000, generator=g)
+    x = langevin(gm.score, x0, step_size=0.05, n_steps=1000, generator=g).x
     w_lmc = mode_weights(x, gm)[0].item()
     assert abs(w_ald - 0.8) < 0.03, w_ald
     assert abs(w_lmc - 0.5) < 0.05, w_lmc
@@ -80,7 +81,7 @@ def test_ald_defaults_use_technique_4_and_report_levels():
     sde = VESDE(0.01, 1.0, N=5)
     levels = []
     res = annealed_langevin(sde, gm.score_fn(sde), (3, 2), n_steps_each=2, denoise=False,
-                            callback=lambda i, t, x: levels.append(i))
+                            callback=lambda s: levels.append(s.i))
     assert res.nfe == 10 and levels == [0, 1, 2, 3, 4]
     from sgm_lightning.noise_design import ald_step_size
 
@@ -114,7 +115,7 @@ def test_bad_set_traps_cold_langevin_but_not_annealing():
     g = torch.Generator().manual_seed(0)
     x0 = 20 * torch.rand(n, 10, generator=g, dtype=torch.float64) - 10
     t0 = torch.zeros(n, dtype=torch.float64)
-    cold = langevin(lambda x: bad(x, t0), x0, step_size=0.05, n_steps=800, generator=g)
+    cold = langevin(lambda x: bad(x, t0), x0, step_size=0.05, n_steps=800, generator=g).x
     trapped_cold = (cold[:, 0] > 4 * math.sqrt(1 + 1e-4)).double().mean().item()
 
     def ald_trapped(levels):

@@ -213,7 +213,7 @@ def crossing(x: Sequence[float], y: Sequence[float], level: float, log: bool = T
 
 def call_sampler(fn: Callable, *args, ctx: LabContext, **kwargs):
     """Call a :mod:`sgm_lightning.sampling` function, passing ``device``/``dtype`` from ``ctx``
-    when it takes them; returns ``(x, nfe)`` (a bare tensor result counts as ``nfe = None``)."""
+    when it takes them; returns ``(x, nfe)`` of its :class:`~sgm_lightning.sampling.SampleResult`."""
     import inspect
 
     params = inspect.signature(fn).parameters
@@ -221,9 +221,6 @@ def call_sampler(fn: Callable, *args, ctx: LabContext, **kwargs):
         if key in params and key not in kwargs:
             kwargs[key] = value
     res = fn(*args, **kwargs)
-    if isinstance(res, torch.Tensor):  # plain langevin returns the samples themselves
-        nfe = getattr(res, "nfe", None)
-        return res, None if nfe is None else int(nfe)
     return res.x, int(res.nfe)
 
 

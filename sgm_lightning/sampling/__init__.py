@@ -16,7 +16,7 @@ from __future__ import annotations
 from .base import CountedScore, SampleResult, tweedie_denoise
 from .correctors import CORRECTORS, ald_corrector_step, langevin_corrector_step
 from .dpm_solver import dpm_solver_2m
-from .draw import draw_samples, sampler_settings
+from .draw import draw_samples
 from .edm import edm_heun, edm_sample, edm_stochastic, karras_sigmas
 from .langevin import annealed_langevin, langevin
 from .ode import METHODS as ODE_METHODS
@@ -34,6 +34,7 @@ from .predictors import (
     reverse_diffusion_step,
 )
 from .registry import SAMPLERS, run_sampler, sampler_options
+from .settings import sampler_settings
 
 __all__ = [
     "SAMPLERS", "run_sampler", "sampler_options", "sampler_settings", "draw_samples", "SampleResult",

@@ -8,8 +8,8 @@ Every sampler in this package follows one convention:
 * ``score_fn(x, t)``: ``x`` ``(B, ...)``, ``t`` ``(B,)`` continuous times -> grad_x log p_t(x).
 * ``generator``: ``None``, one ``torch.Generator``, or one seed/generator per sample
   (:mod:`sgm_lightning.rng`); with per-sample seeds, sample k's noise depends only on seed k.
-* ``callback(i, t, x)``: called after step i with the time reached (a ``(B,)`` tensor, or a float)
-  and the current state; the samplers never keep a trajectory themselves.
+* ``callback(step)``: called after each step with one :class:`SamplerStep` (step index, time
+  and noise level reached, state, denoised estimate); the samplers never keep a trajectory.
 * ``nfe``: the exact number of batched score-function calls, counted by :class:`CountedScore`.
 """
 
@@ -25,7 +25,49 @@ import torch
 from ..rng import GeneratorLike, as_generator, randn
 from ..sde import SDE, ScoreFn, bcast
 
-Callback = Callable[[int, torch.Tensor | float, torch.Tensor], None] | None
+
+
+@dataclass
+class SamplerStep:
+    """What every sampler reports to ``callback`` after step ``i``.
+
+    ``t`` ``(B,)``: the time reached; ``sigma`` ``(B,)``: its noise level std(t) / s(t) (EDM's
+    sigma; 0 for a clean state: the end of an EDM / DPM-Solver run, plain Langevin on a fixed
+    target, where ``t`` is 0 too); ``x`` ``(B, ...)``: the state, in the process's own scaling.
+    ``denoised``: the estimate E[x_0 | x_t] = (x + std^2 score) / s (Tweedie), computed on first
+    access (one score call, not counted in the sampler's NFE); ``x`` itself where sigma is 0.
+    """
+
+    i: int
+    t: torch.Tensor
+    sigma: torch.Tensor
+    x: torch.Tensor
+    _denoise: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def denoised(self) -> torch.Tensor:
+        if self._denoise is None:
+            return self.x
+        value = self._denoise()
+        self._denoise = lambda: value
+        return value
+
+
+Callback = Callable[[SamplerStep], None] | None
+
+
+def report(callback: Callback, i: int, x: torch.Tensor, t=None, *, sde: SDE | None = None, score_fn=None) -> None:
+    """Call ``callback`` with the :class:`SamplerStep` of step ``i``: state ``x`` at time ``t``
+    (``(B,)``) of ``sde``, denoised with the raw ``score_fn``; ``t=None``: a clean state (t = sigma = 0)."""
+    if callback is None:
+        return
+    if t is None:
+        zero = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        callback(SamplerStep(i, zero, zero, x))
+        return
+    t = torch.as_tensor(t, device=x.device, dtype=x.dtype).reshape(-1).expand(x.shape[0])
+    fn = getattr(score_fn, "fn", score_fn)  # a CountedScore's own function: the estimate is no NFE
+    callback(SamplerStep(i, t, sde.sigma(t), x, lambda: tweedie_denoise(sde, fn, x, t)))
 
 
 @dataclass

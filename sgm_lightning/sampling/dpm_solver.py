@@ -19,7 +19,7 @@ import torch
 
 from ..rng import GeneratorLike
 from ..sde import SDE, ScoreFn
-from .base import Callback, SampleResult, check_choice, check_int
+from .base import Callback, SampleResult, check_choice, check_int, report
 from .edm import Denoiser, default_sigma_range, karras_sigmas, start_scaled
 
 SCHEDULES = ("logsnr", "karras")
@@ -67,7 +67,7 @@ def dpm_solver_2m(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 20, s
         if callback is not None:
             if sigma_next > 0:
                 t, scale, _ = levels[i + 1] if i + 1 < len(levels) else D.level(sigma_next)
-                callback(i, t, scale * x)
+                report(callback, i, scale * x, t, sde=sde, score_fn=score)
             else:
-                callback(i, 0.0, x)
+                report(callback, i, x)
     return SampleResult(x, score.nfe)

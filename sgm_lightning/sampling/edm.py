@@ -17,7 +17,7 @@ import torch
 
 from ..rng import GeneratorLike
 from ..sde import SDE, ScoreFn
-from .base import Callback, SampleResult, check_int, check_number, noise, start
+from .base import Callback, SampleResult, check_int, check_number, noise, report, start
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
@@ -73,8 +73,8 @@ def edm_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 18, sigm
                dtype=torch.float32) -> SampleResult:
     """EDM Alg. 2: Heun steps on the rho=7 schedule, with churn gamma = min(S_churn/N, sqrt2 - 1)
     on levels in [S_min, S_max] (S_churn = 0: Alg. 1, deterministic). NFE = 2 steps - 1.
-    Defaults for sigma_min/max: ``sde.sigma_range()``. ``callback(i, t, x)`` gets x in the
-    process's own scaling at time t (t = 0 after the last step)."""
+    Defaults for sigma_min/max: ``sde.sigma_range()``. ``callback(step)`` gets x in the
+    process's own scaling at time t (a clean state, t = sigma = 0, after the last step)."""
     for name, v in (("S_churn", S_churn), ("S_min", S_min), ("S_noise", S_noise)):
         check_number(name, v)
     if not S_max >= S_min:
@@ -100,21 +100,30 @@ def edm_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 18, sigm
         x = x_next
         if callback is not None:
             lvl = nexts[i]
-            callback(i, 0.0 if lvl is None else lvl[0], x if lvl is None else lvl[1] * x)
+            if lvl is None:
+                report(callback, i, x)
+            else:
+                report(callback, i, lvl[1] * x, lvl[0], sde=sde, score_fn=score)
     return SampleResult(x, score.nfe)
 
 
-def edm_heun(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 18, **options) -> SampleResult:
-    """EDM's deterministic Heun sampler (Alg. 1): 18 steps = 35 NFE by default."""
-    for key in ("S_churn", "S_min", "S_max", "S_noise"):
-        if key in options:
-            raise ValueError(f"{key}: edm_heun is deterministic; use edm_stochastic for churn")
-    return edm_sample(sde, score_fn, shape, steps=steps, **options)
+def edm_heun(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 18, sigma_min: float | None = None,
+             sigma_max: float | None = None, rho: float = 7.0, x_init: torch.Tensor | None = None,
+             generator: GeneratorLike = None, callback: Callback = None, device=None,
+             dtype=torch.float32) -> SampleResult:
+    """EDM's deterministic Heun sampler (Alg. 1): 18 steps = 35 NFE by default (no churn: use
+    :func:`edm_stochastic` for that)."""
+    return edm_sample(sde, score_fn, shape, steps=steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
+                      x_init=x_init, generator=generator, callback=callback, device=device, dtype=dtype)
 
 
 def edm_stochastic(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 40, S_churn: float = 40.0,
-                   S_min: float = 0.05, S_max: float = 50.0, S_noise: float = 1.0, **options) -> SampleResult:
+                   S_min: float = 0.05, S_max: float = 50.0, S_noise: float = 1.0, sigma_min: float | None = None,
+                   sigma_max: float | None = None, rho: float = 7.0, x_init: torch.Tensor | None = None,
+                   generator: GeneratorLike = None, callback: Callback = None, device=None,
+                   dtype=torch.float32) -> SampleResult:
     """EDM's stochastic sampler (Alg. 2) with churn; EDM's ImageNet settings except S_noise = 1
     (EDM's 1.003 offsets a learned denoiser's bias; with an exact score it only adds noise)."""
     return edm_sample(sde, score_fn, shape, steps=steps, S_churn=S_churn, S_min=S_min, S_max=S_max,
-                      S_noise=S_noise, **options)
+                      S_noise=S_noise, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, x_init=x_init,
+                      generator=generator, callback=callback, device=device, dtype=dtype)

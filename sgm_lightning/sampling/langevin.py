@@ -22,16 +22,15 @@ from .base import (
     check_int,
     check_number,
     noise,
+    report,
     start,
 )
 
 
 def langevin(score, x0: torch.Tensor, *, step_size: float, n_steps: int,
-             generator: GeneratorLike = None, callback: Callback = None) -> torch.Tensor:
+             generator: GeneratorLike = None, callback: Callback = None) -> SampleResult:
     """Plain LMC from ``x0`` ``(B, ...)`` with ``score(x) -> grad log p(x)`` (no time argument).
-
-    Returns the final samples (a Tensor, as in DESIGN.md); the tensor also carries ``.nfe``
-    (= ``n_steps``) and ``.x`` (itself) so it reads like a :class:`SampleResult`.
+    Returns ``SampleResult(x, nfe=n_steps)``; ``callback`` sees clean states (t = sigma = 0).
     """
     h = check_number("step_size", step_size, positive=True)
     n_steps = check_int("n_steps", n_steps, 1)
@@ -48,10 +47,8 @@ def langevin(score, x0: torch.Tensor, *, step_size: float, n_steps: int,
         if i == 0 and s.shape != x.shape:
             raise ValueError(f"x0: score returned shape {tuple(s.shape)} for x of shape {tuple(x.shape)}")
         x = x + h * s + noise_scale * noise(x, gen)
-        if callback is not None:
-            callback(i, float("nan"), x)
-    x.nfe, x.x = n_steps, x
-    return x
+        report(callback, i, x)
+    return SampleResult(x, n_steps)
 
 
 def ald_levels(sde: SDE, levels=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,7 +85,7 @@ def annealed_langevin(sde: SDE, score_fn: ScoreFn, shape=None, *, n_steps_each: 
     chase). ``step_lr`` = eps of alpha_i = eps (sigma_i / sigma_L)^2; default for VE: NCSNv2's
     technique 4 (:func:`sgm_lightning.noise_design.ald_step_size`). ``denoise``: Tweedie's
     E[x_0 | x_L] = x~ + sigma_L^2 s(t_L) score; otherwise the output is x = s(t_L) x~, a sample of
-    p_{t_L}. NFE = L * n_steps_each (+1 if ``denoise``). ``callback(i, t, x)`` after each level.
+    p_{t_L}. NFE = L * n_steps_each (+1 if ``denoise``). ``callback(step)`` after each level.
     """
     n_steps_each = check_int("n_steps_each", n_steps_each, 1)
     ts, scales, sigmas = ald_levels(sde, levels)
@@ -110,8 +107,7 @@ def annealed_langevin(sde: SDE, score_fn: ScoreFn, shape=None, *, n_steps_each: 
         for _ in range(n_steps_each):  # x~ <- x~ + alpha s~ + sqrt(2 alpha) z, s~ = a score(a x~, t)
             s = score(x if a == 1.0 else a * x, t)
             x = torch.add(torch.add(x, s, alpha=alpha * a), noise(x, gen), alpha=noise_scale)
-        if callback is not None:
-            callback(i, t, a * x)
+        report(callback, i, a * x, t, sde=sde, score_fn=score)
     if denoise:
         a = scales_f[-1]
         x = x + (sigmas[-1].item() ** 2 * a) * score(a * x, tvec[-1])

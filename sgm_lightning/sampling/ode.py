@@ -28,6 +28,7 @@ from .base import (
     check_int,
     check_number,
     check_time_range,
+    report,
     start,
     time_grid,
     tweedie_denoise,
@@ -63,18 +64,22 @@ def _fixed_step(method: str, drift, x, t, t_next):
 
 
 class _FlowODE(torch.nn.Module):
-    """torchdiffeq adaptor: forward(t, x) with a scalar t; reports accepted steps to a callback."""
+    """torchdiffeq adaptor: forward(t, x) with a scalar t; reports accepted steps to ``report``.
 
-    def __init__(self, drift, batch: int, callback: Callback):
+    torchdiffeq tells an accepted step's start (t0, y0), not its end: step k's end state is
+    reported when step k + 1 is accepted, and the last one by the caller after the solve.
+    """
+
+    def __init__(self, drift, batch: int, report):
         super().__init__()
-        self.drift, self.batch, self.callback, self.accepted = drift, batch, callback, 0
+        self.drift, self.batch, self.report, self.accepted = drift, batch, report, 0
 
     def forward(self, t, x):
         return self.drift(x, t.expand(self.batch))
 
     def callback_accept_step(self, t0, y0, dt):
-        if self.callback is not None:  # time runs backwards; torchdiffeq reports |dt|
-            self.callback(self.accepted, t0 - dt.abs(), None)
+        if self.report is not None and self.accepted > 0:
+            self.report(self.accepted - 1, y0, t0)
         self.accepted += 1
 
 
@@ -86,9 +91,9 @@ def ode_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, method: str = "rk45",
     """Probability-flow ODE sampler. ``steps`` (fixed methods; default ``sde.N``) steps on the
     ``grid`` (uniform | log_sigma, see :func:`.base.time_grid`).
 
-    ``generator`` only draws the prior sample (the ODE itself is deterministic). ``callback(i, t, x)``
-    runs after each fixed step; for adaptive methods after each accepted step with ``x=None``
-    (torchdiffeq does not expose the new state there).
+    ``generator`` only draws the prior sample (the ODE itself is deterministic). ``callback(step)``
+    (:class:`.base.SamplerStep`) runs after each fixed step, and for adaptive methods after each
+    accepted step.
     """
     check_choice("method", method, METHODS)
     check_choice("grid", grid, GRIDS)
@@ -111,16 +116,20 @@ def ode_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, method: str = "rk45",
                 x = _euler_sigma_step(sde, score, x, tv[i], tv[i + 1])
             else:
                 x = _fixed_step(method, drift, x, tv[i], tv[i + 1])
-            if callback is not None:
-                callback(i, tv[i + 1], x)
+            report(callback, i, x, tv[i + 1], sde=sde, score_fn=score)
         t_end = tv[-1]
     else:
         from torchdiffeq import odeint
 
         span = torch.tensor([t_start, eps], dtype=x.dtype, device=x.device)
-        x = odeint(_FlowODE(drift, B, callback), x, span, rtol=rtol, atol=atol, method="dopri5",
+        step_report = None if callback is None else (
+            lambda i, y, t: report(callback, i, y, t, sde=sde, score_fn=score))
+        flow = _FlowODE(drift, B, step_report)
+        x = odeint(flow, x, span, rtol=rtol, atol=atol, method="dopri5",
                    options={"step_t": span})[-1]  # never step past eps (t < 0 is undefined for VP)
         t_end = span[-1].expand(B)
+        if step_report is not None and flow.accepted > 0:
+            step_report(flow.accepted - 1, x, t_end)
     if denoise:
         x = tweedie_denoise(sde, score, x, t_end)
     return SampleResult(x, score.nfe)

@@ -9,6 +9,8 @@ NFE = n [predictor != none] + n * corrector_steps [corrector != none] + denoise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..rng import GeneratorLike
@@ -22,6 +24,7 @@ from .base import (
     GRIDS,
     check_time_range,
     noise,
+    report,
     start,
     time_grid,
     tweedie_denoise,
@@ -29,20 +32,28 @@ from .base import (
 from .correctors import CORRECTORS, NORMS, ald_coeffs, corrector_alpha, langevin_update
 from .predictors import AFFINE_COEFFS, PREDICTORS, affine_update
 
+#: ``project(x, t, z) -> x``, see :func:`pc_sample`
+Projection = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None
+
 
 def pc_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, predictor: str = "reverse_diffusion",
               corrector: str = "langevin", snr: float = 0.16, corrector_steps: int = 1,
               steps: int | None = None, denoise: bool = True, norms: str = "batch",
               eps: float | None = None, t_start: float | None = None, x_init: torch.Tensor | None = None,
               generator: GeneratorLike = None, callback: Callback = None, grid: str = "uniform",
-              device=None, dtype=torch.float32) -> SampleResult:
+              project: Projection = None, device=None, dtype=torch.float32) -> SampleResult:
     """PC sampler; ``steps`` predictor steps (default ``sde.N``) from ``t_start`` (default T) to
     ``eps`` (default ``sde.eps``), starting from ``x_init`` or the prior.
 
     ``predictor``: euler_maruyama | reverse_diffusion | ancestral | exponential | none;
     ``corrector``: langevin | ald | none; ``snr`` the corrector's signal-to-noise ratio r;
     ``norms``: batch | sample (see :mod:`.correctors`). ``grid``: uniform | log_sigma
-    (:func:`.base.time_grid`). ``callback(i, t, x)`` after each step.
+    (:func:`.base.time_grid`). ``callback(step)`` after each step (:class:`.base.SamplerStep`).
+
+    ``project(x, t, z) -> x``: applied to the start state and after every predictor and corrector
+    step, with the time ``t`` ``(B,)`` the state is at and fresh standard normal noise ``z`` from
+    the sampler's own per-sample streams (conditional sampling redraws the known part with it,
+    :mod:`sgm_lightning.controllable`). Its noise draws follow the step's own.
     """
     check_choice("predictor", predictor, PREDICTORS)
     check_choice("corrector", corrector, CORRECTORS)
@@ -59,13 +70,18 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, predictor: str = "reve
 
     tv = time_grid(t_start, eps, steps, x.shape[0], x, grid, sde)
     step_p, step_c = _plan(sde, predictor, corrector, corrector_steps, snr, norms, tv, x)
+    if project is not None:
+        x = project(x, tv[0], noise(x, gen))
     for i in range(steps):
         if step_p is not None:
             x = step_p(score, x, tv[i], tv[i + 1], noise(x, gen), i)
+            if project is not None:
+                x = project(x, tv[i + 1], noise(x, gen))
         for _ in range(corrector_steps if step_c is not None else 0):
             x = step_c(score, x, tv[i + 1], noise(x, gen), i)
-        if callback is not None:
-            callback(i, tv[i + 1], x)
+            if project is not None:
+                x = project(x, tv[i + 1], noise(x, gen))
+        report(callback, i, x, tv[i + 1], sde=sde, score_fn=score)
     if denoise:
         x = tweedie_denoise(sde, score, x, tv[-1])
     return SampleResult(x, score.nfe)

@@ -20,16 +20,10 @@ SAMPLERS = {
     "dpm_solver_2m": dpm_solver_2m,
 }
 
-_EXTRA_OPTIONS = {"edm_heun": ("sigma_min", "sigma_max", "rho"),
-                  "edm_stochastic": ("sigma_min", "sigma_max", "rho")}
-
-
 def sampler_options(name: str) -> list[str]:
     """The keyword options sampler ``name`` accepts (besides sde, score_fn, shape)."""
     params = inspect.signature(SAMPLERS[name]).parameters.values()
-    opts = [p.name for p in params if p.kind == p.KEYWORD_ONLY]
-    return sorted(set(opts) | set(_EXTRA_OPTIONS.get(name, ()))
-                  | ({"x_init", "generator", "callback", "device", "dtype"} if name.startswith("edm") else set()))
+    return sorted(p.name for p in params if p.kind == p.KEYWORD_ONLY)
 
 
 def run_sampler(name: str, sde, score_fn, shape=None, *, generator=None, **options) -> SampleResult:

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from ..images import make_grid, save_png, to_uint8
-from ..sampling.draw import draw_samples, sampler_settings
+from ..sampling import draw_samples, sampler_settings
 from ..sde import bcast
 
 def _eval_mode(net: torch.nn.Module):
@@ -146,10 +146,8 @@ class SamplingCallback(_EveryNStepsCallback):
         mine = list(range(rank, self.n, world))
         frames: list[torch.Tensor] = []
 
-        def keep_first(i, t, x):
-            if x is not None:  # adaptive ODE solvers report accepted steps without the state
-                t1 = t.reshape(-1)[:1] if torch.is_tensor(t) else torch.tensor([float(t)])
-                frames.append((t1.detach().cpu().double(), x[:1].detach()))
+        def keep_first(step):
+            frames.append((step.t[:1].detach().cpu().double(), step.x[:1].detach()))
 
         start = time.perf_counter()
         xs, nfe = [], 0
