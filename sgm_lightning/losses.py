@@ -29,7 +29,7 @@ import math
 import torch
 
 from .rng import GeneratorLike, rand, randn
-from .sde import SDE, VESDE, VPSDE, ScoreFn, bcast
+from .sde import SDE, ScoreFn, bcast
 
 
 def _reduce(sq: torch.Tensor, reduce: str) -> torch.Tensor:
@@ -107,14 +107,9 @@ def dsm_loss(
 
 
 def discrete_coeffs(sde: SDE, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(a_i, std_i)`` of level i: VE's ``discrete_sigmas`` or VP's ``alphas_cumprod``."""
-    if isinstance(sde, VESDE):
-        std = sde.discrete_sigmas.to(i.device)[i]
-        return torch.ones_like(std), std
-    if isinstance(sde, VPSDE):
-        abar = sde.alphas_cumprod.to(i.device)[i]
-        return abar.sqrt(), (1 - abar).sqrt()
-    raise ValueError(f"sde: discrete levels exist for VESDE (NCSN) and VPSDE (DDPM), not {type(sde).__name__}")
+    """``(a_i, std_i)`` of level i: VE's ``discrete_sigmas`` or VP's ``alphas_cumprod``
+    (:meth:`sgm_lightning.sde.SDE.discrete_coeffs`)."""
+    return sde.discrete_coeffs(i)
 
 
 def level_times(sde: SDE, i: torch.Tensor) -> torch.Tensor:

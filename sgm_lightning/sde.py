@@ -97,14 +97,6 @@ class SDE(abc.ABC):
         return lo, hi
 
     # --- discretisation ------------------------------------------------------------------
-    def timesteps(
-        self, steps: int | None = None, eps: float | None = None, *, device=None, dtype=torch.float32
-    ) -> torch.Tensor:
-        """``steps`` (default N) times from T down to ``eps``, as in score_sde's samplers."""
-        steps = self.N if steps is None else int(steps)
-        eps = self.eps if eps is None else float(eps)
-        return torch.linspace(self.T, eps, steps, device=device, dtype=dtype)
-
     def discrete_index(self, t: torch.Tensor, N: int | None = None) -> torch.Tensor:
         """The level index i = round(t (N-1) / T) of time t (score_sde truncates; we round)."""
         N = self.N if N is None else N
@@ -135,20 +127,35 @@ class SDE(abc.ABC):
         """dx/dt of the probability-flow ODE: f(x, t) - g(t)^2 s(x, t) / 2."""
         return self.reverse_sde(score_fn, x, t, probability_flow=True)[0]
 
-    def reverse_discretize(
-        self, score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor, probability_flow: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Discretised reverse step (the reverse-diffusion predictor, Song et al. 2021 eq. 46).
+    # --- per-process formulas of the networks, the losses and the samplers --------------------
+    def noise_labels(self, t: torch.Tensor, continuous: bool = True) -> torch.Tensor:
+        """What a score network is conditioned on at times ``t`` (score_sde's convention):
+        999 t (continuous), or the level index round(t (N-1) / T) (DDPM)."""
+        if continuous:
+            return t * 999
+        return torch.round(t * (self.N - 1) / self.T).long()
 
-        Returns ``(rev_f, rev_G, score)`` with ``rev_f = f - G^2 s`` (``G^2 s / 2`` for the ODE);
-        the step is ``x_mean = x - rev_f`` and ``x = x_mean + rev_G z``.
-        """
-        f, G = self.discretize(x, t)
-        score = score_fn(x, t)
-        w = 0.5 if probability_flow else 1.0
-        rev_f = f - w * bcast(G**2, x) * score
-        rev_G = torch.zeros_like(G) if probability_flow else G
-        return rev_f, rev_G, score
+    def output_to_score(self, out: torch.Tensor, t: torch.Tensor, continuous: bool = True) -> torch.Tensor:
+        """A network output at ``t`` as grad log p_t: score_sde's networks predict -z, so -out / std(t)."""
+        return -out / bcast(self.marginal_coeffs(t)[1], out)
+
+    def discrete_coeffs(self, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a_i, std_i)`` of discrete level i (NCSN / DDPM training on levels)."""
+        raise ValueError(f"sde: discrete levels exist for VESDE (NCSN) and VPSDE (DDPM), not {type(self).__name__}")
+
+    def corrector_alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """score_sde's Langevin-corrector alpha at t's level: 1 (DDPM's 1 - beta_i for VP / sub-VP)."""
+        return torch.ones_like(t)
+
+    def exponential_drift_coeff(self, a, an, sd, sdn):
+        """int_{t_next}^{t} s_next / s_tau g(tau)^2 dtau of the frozen-score exponential integrator,
+        from ``(s(t), s(t_next), std(t), std(t_next))``."""
+        raise ValueError(f"predictor: 'exponential' supports VE, VP, sub-VP and OU, not {type(self).__name__}")
+
+    def ald_ladder(self) -> torch.Tensor | None:
+        """Times (float64, descending noise) of the process's own annealed-Langevin ladder, or
+        None (then ALD uses N levels geometric in sigma)."""
+        return None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self._repr_fields().items())
@@ -193,6 +200,26 @@ class VESDE(SDE):
     def t_from_sigma(self, sigma):
         return torch.log(sigma / self.sigma_min) / self._log_ratio
 
+    def noise_labels(self, t, continuous=True):
+        """NCSN conditions on sigma(t) (continuous) or the descending level index (N-1) (T - t)."""
+        if continuous:
+            return self.marginal_coeffs(t)[1]
+        return torch.round((self.T - t) * (self.N - 1)).long()
+
+    def output_to_score(self, out, t, continuous=True):
+        return out  # NCSN's networks output the score itself (divided by sigma inside the network)
+
+    def discrete_coeffs(self, i):
+        std = self.discrete_sigmas.to(i.device)[i]
+        return torch.ones_like(std), std
+
+    def exponential_drift_coeff(self, a, an, sd, sdn):
+        return sd**2 - sdn**2
+
+    def ald_ladder(self):
+        """NCSN's ladder ``discrete_sigmas``, largest first, at their times."""
+        return self.t_from_sigma(self.discrete_sigmas.double().flip(0)).clamp(0, self.T)
+
     def discretize(self, x, t):
         """SMLD: x_{i+1} = x_i + sqrt(sigma_{i+1}^2 - sigma_i^2) z, with sigma_{-1} = 0."""
         sigmas = self.discrete_sigmas.to(device=t.device, dtype=t.dtype)
@@ -235,6 +262,9 @@ class _LinearBetaSDE(SDE):
     def prior_std(self) -> float:
         return 1.0
 
+    def corrector_alpha(self, t):
+        return self.alphas.to(device=t.device, dtype=t.dtype)[self.discrete_index(t)]
+
     def _repr_fields(self):
         return {"beta_min": self.beta_0, "beta_max": self.beta_1, "N": self.N}
 
@@ -252,6 +282,19 @@ class VPSDE(_LinearBetaSDE):
 
     def t_from_sigma(self, sigma):
         return self._t_from_integrated_beta(torch.log1p(sigma**2))
+
+    def output_to_score(self, out, t, continuous=True):
+        if continuous:
+            return super().output_to_score(out, t)
+        std = torch.sqrt(1.0 - self.alphas_cumprod.to(device=t.device, dtype=t.dtype)[self.discrete_index(t)])
+        return -out / bcast(std, out)
+
+    def discrete_coeffs(self, i):
+        abar = self.alphas_cumprod.to(i.device)[i]
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def exponential_drift_coeff(self, a, an, sd, sdn):
+        return 2 * (an / a - 1)  # g^2 = beta, d(1/s)/dt = beta / (2 s)
 
     def discretize(self, x, t):
         """DDPM: x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z."""
@@ -277,6 +320,9 @@ class SubVPSDE(_LinearBetaSDE):
         # sigma = (1 - u^2) / u with u = exp(-B/2)  =>  u = (sqrt(sigma^2 + 4) - sigma) / 2
         u = 0.5 * (torch.sqrt(sigma**2 + 4) - sigma)
         return self._t_from_integrated_beta(-2 * torch.log(u))
+
+    def exponential_drift_coeff(self, a, an, sd, sdn):
+        return 2 * (an / a - 1) - (2.0 / 3.0) * an * (an**3 - a**3)  # g^2 = beta (1 - s^4)
 
 
 class OUSDE(SDE):
@@ -305,6 +351,9 @@ class OUSDE(SDE):
 
     def t_from_sigma(self, sigma):
         return 0.5 * torch.log1p(sigma**2)
+
+    def exponential_drift_coeff(self, a, an, sd, sdn):
+        return 2 * (an / a - 1)  # g^2 = 2, d(1/s)/dt = 1 / s
 
     def discretize(self, x, t):
         """Exact one-step transition over dt = T/N: x' = e^{-dt} x + sqrt(1 - e^{-2dt}) z."""

@@ -21,31 +21,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..sde import SDE, VESDE, VPSDE, ScoreFn, bcast
+from ..sde import SDE, ScoreFn, bcast
 from .precond import Precond
 
 
 def noise_labels(sde: SDE, t: torch.Tensor, continuous: bool = True) -> torch.Tensor:
-    """The conditioning the network receives at times ``t`` (see module docstring)."""
-    if isinstance(sde, VESDE):
-        if continuous:
-            return sde.marginal_coeffs(t)[1]
-        return torch.round((sde.T - t) * (sde.N - 1)).long()
-    if continuous:
-        return t * 999
-    return torch.round(t * (sde.N - 1) / sde.T).long()
+    """The conditioning the network receives at times ``t`` (:meth:`sgm_lightning.sde.SDE.noise_labels`)."""
+    return sde.noise_labels(t, continuous)
 
 
 def output_to_score(sde: SDE, out: torch.Tensor, t: torch.Tensor, continuous: bool = True) -> torch.Tensor:
-    """Convert the network output at ``t`` into grad_x log p_t(x)."""
-    if isinstance(sde, VESDE):
-        return out
-    if continuous or not isinstance(sde, VPSDE):
-        std = sde.marginal_coeffs(t)[1]
-    else:
-        i = sde.discrete_index(t)
-        std = torch.sqrt(1.0 - sde.alphas_cumprod.to(device=t.device, dtype=t.dtype)[i])
-    return -out / bcast(std, out)
+    """The network output at ``t`` as grad_x log p_t(x) (:meth:`sgm_lightning.sde.SDE.output_to_score`)."""
+    return sde.output_to_score(out, t, continuous)
 
 
 def score_fn_from_net(net: nn.Module, sde: SDE, *, continuous: bool = True,

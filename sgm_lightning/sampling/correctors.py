@@ -26,11 +26,9 @@ NORMS = ("batch", "sample")
 
 
 def corrector_alpha(sde: SDE, t: torch.Tensor):
-    """score_sde's alpha: the DDPM alpha_i = 1 - beta_i at t's level for VP/sub-VP, else 1."""
-    alphas = getattr(sde, "alphas", None)  # VPSDE / SubVPSDE carry DDPM's discrete alphas
-    if alphas is None:
-        return torch.ones_like(t)
-    return alphas.to(device=t.device, dtype=t.dtype)[sde.discrete_index(t)]
+    """score_sde's alpha: the DDPM alpha_i = 1 - beta_i at t's level for VP/sub-VP, else 1
+    (:meth:`sgm_lightning.sde.SDE.corrector_alpha`)."""
+    return sde.corrector_alpha(t)
 
 
 def _norms(v: torch.Tensor, norms: str) -> torch.Tensor:

@@ -15,7 +15,7 @@ import math
 import torch
 
 from ..rng import GeneratorLike, as_generator
-from ..sde import SDE, VESDE, ScoreFn
+from ..sde import SDE, ScoreFn
 from .base import (
     Callback,
     SampleResult,
@@ -62,8 +62,8 @@ def ald_levels(sde: SDE, levels=None) -> tuple[torch.Tensor, torch.Tensor, torch
         ts = torch.as_tensor(levels, dtype=torch.float64).reshape(-1)
         if ts.numel() < 1 or not torch.all(ts[:-1] > ts[1:]) or ts.min() < 0 or ts.max() > sde.T:
             raise ValueError(f"levels: need strictly decreasing times in [0, T={sde.T}]")
-    elif isinstance(sde, VESDE):
-        ts = sde.t_from_sigma(sde.discrete_sigmas.double().flip(0)).clamp(0, sde.T)
+    elif sde.ald_ladder() is not None:
+        ts = sde.ald_ladder()
     else:
         lo, hi = sde.sigma_range()
         sig = torch.exp(torch.linspace(math.log(hi), math.log(lo), sde.N, dtype=torch.float64))
@@ -90,7 +90,7 @@ def annealed_langevin(sde: SDE, score_fn: ScoreFn, shape=None, *, n_steps_each: 
     n_steps_each = check_int("n_steps_each", n_steps_each, 1)
     ts, scales, sigmas = ald_levels(sde, levels)
     if step_lr is None:
-        if not isinstance(sde, VESDE) or levels is not None:
+        if sde.ald_ladder() is None or levels is not None:
             raise ValueError("step_lr: required unless sampling a VESDE on its own ladder (technique 4)")
         from ..noise_design import ald_step_size
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..sde import SDE, OUSDE, SubVPSDE, VESDE, VPSDE, ScoreFn, bcast
+from ..sde import SDE, ScoreFn, bcast
 
 
 def _coeffs(sde: SDE, t: torch.Tensor, t_next: torch.Tensor):
@@ -71,18 +71,6 @@ def ancestral_coeffs(sde: SDE, t, t_next):
     return c0 + r * sdn**2 / var_t, c0 * var_t, torch.sqrt(G2 * sdn**2 / var_t)
 
 
-def _exponential_drift_coeff(sde: SDE, a, an, sd, sdn):
-    """int_{t_next}^{t} s_next / s_tau g(tau)^2 dtau for the frozen-score exponential integrator."""
-    A = an / a
-    if isinstance(sde, VESDE):
-        return sd**2 - sdn**2
-    if isinstance(sde, (VPSDE, OUSDE)):  # g^2 = 2 lambda, d(1/s)/dt = lambda / s
-        return 2 * (A - 1)
-    if isinstance(sde, SubVPSDE):  # g^2 = beta (1 - s^4)
-        return 2 * (A - 1) - (2.0 / 3.0) * an * (an**3 - a**3)
-    raise ValueError(f"predictor: 'exponential' supports VE, VP, sub-VP and OU, not {type(sde).__name__}")
-
-
 def exponential_coeffs(sde: SDE, t, t_next):
     """Exponential integrator: the linear drift and the noise are integrated exactly, the score is
     frozen at (x, t) (LLT22 Alg. 2; for OU: e^h x + 2 (e^h - 1) s + sqrt(e^{2h} - 1) z).
@@ -91,7 +79,7 @@ def exponential_coeffs(sde: SDE, t, t_next):
     sigma = std / s the EDM noise level (exact for every affine process).
     """
     a, sd, an, sdn, _, _ = _coeffs(sde, t, t_next)
-    c = _exponential_drift_coeff(sde, a, an, sd, sdn)
+    c = sde.exponential_drift_coeff(a, an, sd, sdn)
     var = an**2 * ((sd / a) ** 2 - (sdn / an) ** 2)
     return an / a, c, var.clamp(min=0).sqrt()
 
