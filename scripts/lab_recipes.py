@@ -252,16 +252,24 @@ def figure(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, c, b) = plt.subplots(1, 3, figsize=(15, 4))
     for name, rec in r["recipes"].items():
         steps = sorted(rec["rows"], key=int)
-        a.plot([int(s) for s in steps], [rec["rows"][s]["frechet"] for s in steps], "o-", label=name)
+        run = rec["run"]
+        per = None if run["cpu_seconds"] is None else run["cpu_seconds"] / run["steps"]
+        x = [int(s) * (per or 1) for s in steps]
+        a.plot(x, [rec["rows"][s]["frechet"] for s in steps], "o-", label=name)
+        c.plot(x, [rec["rows"][s]["mean_confidence"] for s in steps], "o-", label=name)
     if r["recipes"]:
-        a.axhline(next(iter(r["recipes"].values()))["real"]["frechet"], color="k", ls=":", label="real digits")
-    a.set(xlabel="training steps (batch 64; the same network, so the same CPU per step)",
-          ylabel="Frechet (classifier features)",
-          title="recipes (PC, 100 steps)", yscale="log")
-    a.legend()
+        real = next(iter(r["recipes"].values()))["real"]
+        a.axhline(real["frechet"], color="k", ls=":", label="real digits")
+        c.axhline(real["mean_confidence"], color="k", ls=":", label="real digits")
+        timed = next(iter(r["recipes"].values()))["run"]["cpu_seconds"] is not None
+        xlabel = "training CPU seconds (one thread, batch 64)" if timed else "training steps (batch 64)"
+        a.set(xlabel=xlabel, ylabel="Frechet (classifier features)", title="recipes (PC, 100 steps)", yscale="log")
+        c.set(xlabel=xlabel, ylabel="mean classifier confidence", title="recipes (PC, 100 steps)")
+        a.legend()
+        c.legend()
     groups: dict[str, list] = {}
     for row in r.get("sweep", {}).get("rows", []):
         groups.setdefault(_label(row), []).append(row)
