@@ -344,7 +344,7 @@ class BadSetError(_ScoreError):
     With k* the component of largest edge m_k + threshold s_k, the bad set is
     B_t = {u.x > m_k* + threshold s_k*}; inside it the score gains (shift / s_k*) u, which
     cancels component k*'s pull at u.x = m_k* + shift s_k*: a spurious mode there.
-    For data N(0, I) under VE this is theory.md's E4b: 4 sqrt(v) edge, mode at 8 sqrt(v).
+    For data N(0, I) under VE this is docs/theory.md's E4b: 4 sqrt(v) edge, mode at 8 sqrt(v).
     """
 
     def __init__(self, score_fn: ScoreFn, mixture: GaussianMixture, sde: SDE, *,

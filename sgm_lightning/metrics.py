@@ -1,4 +1,4 @@
-"""Point-cloud metrics for samplers run on known targets (theory.md, sec. 5 "Metrics").
+"""Point-cloud metrics for samplers run on known targets (docs/theory.md, sec. 5 "Metrics").
 
 * :func:`mode_weights`, :func:`mode_weight_error`, :func:`mode_statistics`: compare per-mode
   mass, mean and variance with a :class:`~sgm_lightning.analytic.GaussianMixture` (via ``assign``).

@@ -4,7 +4,7 @@
   so the prior N(0, sigma_1^2 I) covers every pair of training points.
 * Technique 2: a geometric ladder whose ratio gamma = sigma_{i-1} / sigma_i satisfies
   Phi(sqrt(2D)(gamma - 1) + 3 gamma) - Phi(sqrt(2D)(gamma - 1) - 3 gamma) = 0.5  (D = data dim),
-  i.e. a constant chi^2 warm start between neighbouring levels (theory.md, sec. 2b).
+  i.e. a constant chi^2 warm start between neighbouring levels (docs/theory.md, sec. 2b).
 * Technique 4: ALD step size. Prop. 3: for one data point and x_0 ~ N(0, sigma_{i-1}^2 I), T steps
   of x <- x + alpha s + sqrt(2 alpha) z with alpha = eps sigma_i^2 / sigma_L^2 leave per-coordinate
   variance s_T^2 with

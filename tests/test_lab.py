@@ -75,13 +75,13 @@ def test_level_update_is_the_langevin_variance_recursion():
     for _ in range(7):
         var = (1 - alpha / v) ** 2 * var + 2 * alpha
     torch.testing.assert_close(spacing.level_update(var0, v, alpha, 7), var, rtol=1e-12, atol=0)
-    # the fixed point is the chain's stationary variance v / (1 - alpha / (2 v))  (theory.md E6)
+    # the fixed point is the chain's stationary variance v / (1 - alpha / (2 v))  (docs/theory.md E6)
     pi = spacing.stationary_variance(v, alpha)
     torch.testing.assert_close(spacing.level_update(pi, v, alpha, 3), pi, rtol=1e-12, atol=0)
 
 
 def test_chi2_formula_of_the_warm_start():
-    """1 + chi^2(N(0, a) || N(0, b))^d = (1 - delta^2)^{-d/2} with a/b = 1 + delta (theory.md 2b)."""
+    """1 + chi^2(N(0, a) || N(0, b))^d = (1 - delta^2)^{-d/2} with a/b = 1 + delta (docs/theory.md 2b)."""
     d, delta = 9, 0.3
     var_p = torch.full((d,), 2.0, dtype=torch.float64)
     got = spacing.log1p_chi2(var_p * (1 + delta), var_p)

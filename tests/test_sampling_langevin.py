@@ -1,4 +1,4 @@
-"""Langevin dynamics and ALD against closed forms (theory.md E1, E4, E6)."""
+"""Langevin dynamics and ALD against closed forms (docs/theory.md E1, E4, E6)."""
 
 import math
 
@@ -104,7 +104,7 @@ def test_langevin_bad_arguments():
 
 
 def test_bad_set_traps_cold_langevin_but_not_annealing():
-    """theory.md E4b: data N(0, I_10), a spurious mode at x_1 = 8 sqrt(v) on the bad set
+    """docs/theory.md E4b: data N(0, I_10), a spurious mode at x_1 = 8 sqrt(v) on the bad set
     {x_1 > 4 sqrt(v)} (p = 3e-5, L2 error 0.045). Cold LMC from U[-10, 10]^10 is trapped ~30% of
     the time (measured 0.320, n = 500, 800 steps); ALD (20 levels x 50 steps, sigma 20 -> 0.5)
     keeps a warm start (0.024 trapped); with only 5 levels the warm start is lost (0.108)."""

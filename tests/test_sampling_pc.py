@@ -1,4 +1,4 @@
-"""Predictor-corrector sampling with exact scores (theory.md E2, E6; LLT22 claim 3)."""
+"""Predictor-corrector sampling with exact scores (docs/theory.md E2, E6; LLT22 claim 3)."""
 
 import math
 

@@ -73,7 +73,7 @@ def lmc_bias(eps_grid, n: int, steps: int, ctx: LabContext) -> list[dict]:
         t0 = torch.zeros(n, device=ctx.device, dtype=ctx.dtype)
         x, _ = call_sampler(langevin, lambda x, score=score, t0=t0: score(x, t0), x0, ctx=ctx, step_size=LMC_STEP,
                             n_steps=steps, generator=g)
-        # stationary std of the chain: sqrt(lambda / (1 - h / (2 lambda)))  (theory.md E6)
+        # stationary std of the chain: sqrt(lambda / (1 - h / (2 lambda)))  (docs/theory.md E6)
         se = math.sqrt(LMC_LAMBDA / (1 - LMC_STEP / (2 * LMC_LAMBDA)) / n)
         out.append({"eps": eps, "mean_e1": float(x[:, 0].mean()), "predicted": eps * LMC_LAMBDA, "se": se})
     return out

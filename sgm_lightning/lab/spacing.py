@@ -3,7 +3,7 @@
 Lee, Lu & Tan (2022) need each noise level's output to be a warm start for the next:
 chi^2(p_{sigma_k} || p_{sigma_{k+1}}) = O(1). For a (near) point mass and
 sigma_k^2 = gamma^2 sigma_{k+1}^2 this is 1 + chi^2 = (1 - delta^2)^{-d/2}, delta = gamma^2 - 1
-(theory.md, Sec. 2b), so the warm start is a function of sqrt(d) (gamma - 1) only: the final
+(docs/theory.md, Sec. 2b), so the warm start is a function of sqrt(d) (gamma - 1) only: the final
 error should collapse onto one curve against sqrt(d) (gamma - 1), and the largest acceptable
 ratio should shrink like gamma* - 1 ~ d^{-1/2} -- NCSNv2's technique 2 seen from the theory.
 

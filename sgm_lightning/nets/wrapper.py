@@ -1,4 +1,4 @@
-"""Turn a noise-conditional network ``net(x, labels)`` into the ``score_fn(x, t)`` of DESIGN.md.
+"""Turn a noise-conditional network ``net(x, labels)`` into the ``score_fn(x, t)`` of docs/design.md.
 
 The labels and output scaling follow score_sde's ``get_score_fn`` so official checkpoints work:
 

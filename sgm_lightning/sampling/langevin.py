@@ -1,7 +1,7 @@
 """Langevin Monte Carlo and annealed Langevin dynamics (NCSN / NCSNv2).
 
 * :func:`langevin`: x <- x + h s(x) + sqrt(2h) z on a fixed target (LLT22 sec. 2a). On
-  N(m, s^2 I) its stationary law is N(m, s^2 / (1 - h / (2 s^2))) (theory.md E6).
+  N(m, s^2 I) its stationary law is N(m, s^2 / (1 - h / (2 s^2))) (docs/theory.md E6).
 * :func:`annealed_langevin`: NCSNv2's ALD (Song & Ermon 2020, Alg. 1 with the code's
   x + alpha s + sqrt(2 alpha) z convention): levels from the largest noise to the smallest, each
   run for ``n_steps_each`` steps with alpha_i = step_lr (sigma_i / sigma_L)^2; the output of one
