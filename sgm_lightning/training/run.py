@@ -372,17 +372,40 @@ def save_final_grid(trainer, cfg, path: Path) -> Path | None:
         return None
     if cb.samples.ndim == 4:
         return save_png(path, make_grid(to_uint8(cb.samples, cfg.data.centered)))
-    return _scatter_png(cb.samples, path)
+    return _scatter_png(cb.samples, path, reference=_training_points(trainer))
 
 
-def _scatter_png(x, path: Path) -> Path:
+def _training_points(trainer):
+    """The training split of a point dataset, ``(n, d)``, or None when the datamodule has none."""
+    ds = getattr(getattr(trainer, "datamodule", None), "train_set", None)
+    if ds is None or len(ds) == 0:
+        return None
+    import torch
+
+    return torch.stack([torch.as_tensor(ds[i]) for i in range(len(ds))]).reshape(len(ds), -1)
+
+
+REFERENCE_RGB = (0.75, 0.75, 0.75)  # the training data under the samples, light grey
+
+
+def _scatter_png(x, path: Path, reference=None) -> Path:
+    """Samples ``x`` ``(n, d)`` as a scatter of their first two coordinates (d = 1: on a line), over
+    the training data ``reference`` in light grey, so a missing or extra mode shows at a glance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def xy(p):
+        p = p.detach().cpu().double()
+        return p[:, 0].numpy(), (p[:, 1] if p.shape[1] > 1 else 0 * p[:, 0]).numpy()
+
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-    ax.scatter(x[:, 0].numpy(), x[:, 1].numpy() if x.shape[1] > 1 else x[:, 0].numpy() * 0, s=2)
+    if reference is not None:
+        ax.scatter(*xy(reference), s=2, color=REFERENCE_RGB, label=f"data ({len(reference)})", zorder=1)
+    ax.scatter(*xy(x), s=2, color="C0", label=f"samples ({len(x)})", zorder=2)
+    if reference is not None:
+        ax.legend(loc="upper right", fontsize=7, markerscale=3)
     ax.set_aspect("equal")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
