@@ -26,9 +26,7 @@ from collections.abc import Callable
 import torch
 
 from .rng import GeneratorLike, rand, randn
-from .sde import SDE
-
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from .sde import SDE, ScoreFn
 
 
 def _as_f64(value, name: str) -> torch.Tensor:

@@ -149,23 +149,11 @@ def sample_conditional(condition: Condition, indices, sde: SDE, score_fn: ScoreF
 # --- files --------------------------------------------------------------------------------------
 def _read_images(path: str | os.PathLike, what: str) -> np.ndarray:
     """uint8 ``(M, H, W, C)`` from a .png or an .npz holding ``x`` (as ``sgm sample`` writes)."""
-    from PIL import Image
+    from .images import read_images
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what}: no such file {path!s}")
-    try:
-        if str(path).endswith(".npz"):
-            with np.load(path, allow_pickle=False) as f:
-                if "x" not in f.files:
-                    raise ValueError(f"{what}: {path!s} has no 'x' array (uint8 M x H x W x C)")
-                arr = np.array(f["x"])
-        else:
-            arr = np.array(Image.open(path))[None]
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{what}: cannot read {path!s} as an image ({err})") from None
-    if arr.dtype != np.uint8:
-        raise ValueError(f"{what}: {path!s} must hold uint8 pixels, got {arr.dtype}")
-    return arr[..., None] if arr.ndim == 3 else arr
+    return read_images(path, what)
 
 
 def load_condition(mode: str, image_path, mask_path, shape: tuple[int, int, int], centered: bool) -> Condition:

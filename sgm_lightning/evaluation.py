@@ -287,11 +287,10 @@ def reference_stats(
 
 def save_reference_stats(path: str | os.PathLike, stats: dict[str, np.ndarray]) -> None:
     """Write ``stats`` to ``path`` (.npz) atomically."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}.npz"
-    np.savez(tmp, **stats)
-    os.replace(tmp, path)
+    from .paths import atomic_file
+
+    with atomic_file(path, "wb") as f:
+        np.savez(f, **stats)
 
 
 def load_reference_stats(path: str | os.PathLike) -> dict[str, np.ndarray]:

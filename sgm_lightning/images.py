@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .paths import FILE_MODE
+from .paths import atomic_file
 
 
 class NonFiniteImageError(ValueError):
@@ -48,6 +47,10 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, p
 
     ``nrow``: images per row (default: ceil(sqrt(B)), a near-square grid). Missing cells of the
     last row and the ``padding``-pixel gutters are filled with ``pad_value``.
+
+    Not ``torchvision.utils.make_grid``: checked against it, it turns one channel into three,
+    returns a single image without its border and narrows the grid to B columns when nrow > B,
+    so the grids (and every grid.png written so far) would change.
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(
@@ -72,27 +75,76 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, p
 
 
 def save_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Path:
-    """Write a uint8 ``(H, W, C)`` image (C = 1, 3 or 4) as PNG, atomically.
+    """Write a uint8 ``(H, W, C)`` image (C = 1, 3 or 4) as PNG, atomically (not
+    ``torchvision.utils.save_image``: it takes floats and requantises, and writes in place).
 
-    The file is written to a temporary name in the same folder and moved into place with
-    ``os.replace``, so readers never see a half-written PNG. Returns the path.
+    Written through :func:`sgm_lightning.paths.atomic_file`, so readers never see a
+    half-written PNG. Returns the path.
     """
     arr = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
         raise ValueError(f"image: expected uint8 (H, W, C) with C in 1, 3, 4; got {arr.dtype} {arr.shape}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 files; outputs get the user's umask
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(path, "wb") as f:
             pil.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(err, OSError) and err.filename is None:  # a full disk: say which file
+    except OSError as err:
+        if err.filename is None:  # a full disk: say which file
             raise OSError(f"could not write {path}: {err.strerror or err}") from None
         raise
     return path
+
+
+# --- reading ------------------------------------------------------------------------------------
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """One image file as uint8 ``(H, W, C)``; a truncated or foreign file raises OSError,
+    SyntaxError or ValueError (PIL's own)."""
+    with Image.open(path) as img:
+        a = np.array(img)
+    return a[..., None] if a.ndim == 2 else a
+
+
+def read_images(path: str | os.PathLike, what: str) -> np.ndarray:
+    """uint8 ``(N, H, W, C)`` from an .npz holding ``x`` (as ``sgm sample`` writes), one PNG, an
+    ``sgm sample`` folder (its samples.npz) or a folder of PNGs (sorted by path). Errors name
+    ``what`` (the option that gave the path) and the file."""
+    p = Path(path)
+    if p.is_dir() and (p / "samples.npz").is_file():
+        p = p / "samples.npz"
+    if p.is_file() and p.suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as f:
+                if "x" not in f.files:
+                    raise ValueError(f"{what}: {p} has no 'x' array (uint8 N x H x W x C)")
+                x = np.array(f["x"])
+        except (OSError, EOFError) as err:
+            raise ValueError(f"{what}: cannot read {p} as .npz ({err})") from None
+    elif p.is_file():
+        x = _read_pngs([p], what)
+    elif p.is_dir():
+        files = sorted(p.rglob("*.png"))
+        if not files:
+            raise ValueError(f"{what}: {p} holds no samples.npz and no PNG files")
+        x = _read_pngs(files, what)
+    else:
+        raise FileNotFoundError(f"{what}: no such file or folder {p}")
+    if x.dtype != np.uint8:
+        raise ValueError(f"{what}: images must be uint8, got {x.dtype}")
+    return x[..., None] if x.ndim == 3 else x
+
+
+def _read_pngs(files: list[Path], what: str) -> np.ndarray:
+    """The PNGs as one uint8 array; a truncated file or one of another size is named."""
+    arrays = []
+    for f in files:
+        try:
+            a = read_png(f)
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ValueError(f"{what}: {f} is not a readable PNG ({err})") from None
+        if arrays and a.shape != arrays[0].shape:
+            raise ValueError(f"{what}: {f} is {a.shape[1]}x{a.shape[0]}x{a.shape[2]} but {files[0]} is "
+                             f"{arrays[0].shape[1]}x{arrays[0].shape[0]}x{arrays[0].shape[2]}; "
+                             "all images must have one size")
+        arrays.append(a)
+    return np.stack(arrays)

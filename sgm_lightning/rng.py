@@ -56,6 +56,13 @@ def _check_seed(name: str, value) -> int:
     return int(value)
 
 
+def stream_seed(seed: int, stream: int, offset: int = 0) -> int:
+    """The seed of stream ``stream`` of run ``seed`` (a training rank, a lab sub-experiment),
+    plus ``offset`` (the training step): (seed * 1_000_003 + 7919 * stream + offset) mod 2^63 - 1.
+    Trained models and lab results depend on these exact numbers."""
+    return (int(seed) * 1_000_003 + 7919 * int(stream) + int(offset)) % (2**63 - 1)
+
+
 def sample_seed(seed: int, k: int) -> int:
     """The 64-bit seed of sample ``k`` of run ``seed``: NumPy's SeedSequence hash of the pair
     ``(seed, k)``, so distinct pairs give unrelated streams (no ``seed * M + k`` collisions)."""

@@ -38,49 +38,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def read_image_set(path: str | Path, what: str) -> np.ndarray:
-    """uint8 ``(N, H, W, C)`` from an sgm sample folder, an .npz with ``x``, or a folder of PNGs."""
-
-    p = Path(path)
-    if p.is_dir() and (p / "samples.npz").is_file():
-        p = p / "samples.npz"
-    if p.is_file() and p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as f:
-            if "x" not in f.files:
-                raise ValueError(f"{what}: {p} has no 'x' array (uint8 N x H x W x C)")
-            x = np.array(f["x"])
-    elif p.is_dir():
-        files = sorted(p.rglob("*.png"))
-        if not files:
-            raise ValueError(f"{what}: {p} holds no samples.npz and no PNG files")
-        x = _stack_pngs(files, what)
-    else:
-        raise FileNotFoundError(f"{what}: no such file or folder {p}")
-    if x.dtype != np.uint8:
-        raise ValueError(f"{what}: images must be uint8, got {x.dtype}")
-    return x[..., None] if x.ndim == 3 else x
-
-
-def _stack_pngs(files: list[Path], what: str) -> np.ndarray:
-    """The PNGs as one uint8 array; a truncated file or one of another size is named."""
-    from PIL import Image
-
-    arrays = []
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                a = np.array(img)
-        except (OSError, SyntaxError, ValueError) as err:
-            raise ValueError(f"{what}: {f} is not a readable PNG ({err})") from None
-        a = a[..., None] if a.ndim == 2 else a
-        if arrays and a.shape != arrays[0].shape:
-            raise ValueError(f"{what}: {f} is {a.shape[1]}x{a.shape[0]}x{a.shape[2]} but {files[0]} is "
-                             f"{arrays[0].shape[1]}x{arrays[0].shape[0]}x{arrays[0].shape[2]}; "
-                             "all images must have one size")
-        arrays.append(a)
-    return np.stack(arrays)
-
-
 def _batches(x: np.ndarray, batch_size: int):
     import torch
 
@@ -116,6 +73,7 @@ def feature_net(inception_weights: str | None, feature_net_path: str | None):
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import ImageMetrics, load_reference_stats, reference_stats, save_reference_stats
+    from ..images import read_images
 
     if args.batch_size <= 0 or args.kid_subset_size <= 0:
         raise ValueError("--batch-size/--kid-subset-size: must be >= 1")
@@ -128,15 +86,15 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--json", args.json), ("--save-ref", args.save_ref)):
         if path is not None:  # checked before hours of feature extraction
             check_output_file(path, flag)
-    fake = read_image_set(args.samples, "--samples") if args.samples else None
+    fake = read_images(args.samples, "--samples") if args.samples else None
     stats, real = None, None
     if args.ref is not None and Path(args.ref).is_file() and Path(args.ref).suffix == ".npz":
         with np.load(args.ref, allow_pickle=False) as f:
             is_stats = "mu" in f.files
         stats = load_reference_stats(args.ref) if is_stats else None
-        real = None if is_stats else read_image_set(args.ref, "--ref")
+        real = None if is_stats else read_images(args.ref, "--ref")
     elif args.ref is not None:
-        real = read_image_set(args.ref, "--ref")
+        real = read_images(args.ref, "--ref")
     else:
         real = _config_images(args.ref_config, args.overrides)
     if fake is not None and real is not None and fake.shape[1:] != real.shape[1:]:

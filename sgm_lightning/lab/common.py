@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..rng import stream_seed
+
 #: PNG resolution of the committed figures (keeps each file ~100 KB)
 DPI = 100
 
@@ -41,7 +43,7 @@ class LabContext:
         (samplers draw their noise there) or on ``device`` (e.g. "cpu" for exact reference samples,
         which :class:`~sgm_lightning.analytic.GaussianMixture` draws on the CPU)."""
         g = torch.Generator(device=self.device if device is None else device)
-        g.manual_seed((int(self.seed) * 1_000_003 + 7919 * int(stream)) % (2**63 - 1))
+        g.manual_seed(stream_seed(self.seed, stream))
         return g
 
     def tensor(self, data, dtype: torch.dtype | None = None) -> torch.Tensor:

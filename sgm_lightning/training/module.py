@@ -26,7 +26,7 @@ from ..ema import EMA
 from ..losses import discrete_coeffs, discrete_dsm_loss, dsm_loss
 from ..nets.precond import precond_from_config
 from ..nets.wrapper import score_fn_from_net
-from ..rng import rand, randn, sample_generators
+from ..rng import rand, randn, sample_generators, stream_seed
 
 VAL_NOISE_SEED = 20_240_521  # validation noise depends only on (this, item index)
 
@@ -97,7 +97,7 @@ class ScoreModule(pl.LightningModule):
             if self._noise_state is not None and self.trainer.world_size == 1:
                 self._noise.set_state(self._noise_state.cpu())
             else:
-                self._noise.manual_seed(self.cfg.seed * 1_000_003 + 7919 * self.global_rank + self.global_step)
+                self._noise.manual_seed(stream_seed(self.cfg.seed, self.global_rank, self.global_step))
         return self._noise
 
     def _dequantize(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

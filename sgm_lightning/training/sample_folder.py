@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from ..images import save_png, to_uint8
+from ..paths import atomic_file, write_text_atomic
 from ..sampling.draw import draw_samples
 
 PNG_DIR, GRID, NPZ, SETTINGS = "png", "grid.png", "samples.npz", "sample_config.yaml"
@@ -57,12 +58,6 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def _identity(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in FREE_KEYS}
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def prepare_out_dir(out: Path, settings: dict, overwrite: bool) -> None:
@@ -103,34 +98,29 @@ def prepare_out_dir(out: Path, settings: dict, overwrite: bool) -> None:
     png.mkdir(parents=True, exist_ok=True)
     for f in png.glob(".*.tmp"):  # left by a killed run (never a finished sample)
         f.unlink(missing_ok=True)
-    _atomic_write_bytes(cfg_path, yaml.safe_dump(settings, sort_keys=False).encode())
+    write_text_atomic(cfg_path, yaml.safe_dump(settings, sort_keys=False))
 
 
 def assemble(out: Path, n: int) -> np.ndarray:
     """Read PNGs 0..n-1 into ``x`` (uint8 N x H x W x C), write samples.npz and grid.png atomically."""
-    from PIL import Image
-
-    from ..images import make_grid
+    from ..images import make_grid, read_png
 
     arrays = []
     for k in range(n):
         p = png_path(out, k)
         try:
-            with Image.open(p) as img:
-                a = np.asarray(img)
+            a = read_png(p)
         except (OSError, SyntaxError, ValueError) as err:  # truncated or not a PNG: not a finished sample
             p.unlink(missing_ok=True)
             raise ValueError(f"{p}: not a complete PNG ({err}); removed it, run the same command again "
                              "to draw it") from None
-        a = a[:, :, None] if a.ndim == 2 else a
         if arrays and a.shape != arrays[0].shape:
             raise ValueError(f"{p}: image of shape {a.shape}, but {png_path(out, 0).name} has {arrays[0].shape}; "
                              "the folder mixes samples of different models")
         arrays.append(a)
     x = np.stack(arrays)
-    tmp = out / f".{NPZ}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, x=x)
-    os.replace(tmp, out / NPZ)
+    with atomic_file(out / NPZ, "wb") as f:
+        np.savez(f, x=x)
     save_png(out / GRID, make_grid(torch.from_numpy(x[: min(n, 64)])).numpy())
     return x
 
