@@ -260,3 +260,14 @@ def test_nan_samples_from_a_diverging_sampler_fail_the_run_instead_of_a_black_gr
     assert rc == 1 and "at step 1 the sampled images are broken" in last and "2 of 2 images hold NaN" in last
     assert not (tmp_path / "ck" / "g" / "samples.png").exists()
     assert step_of(tmp_path / "ck" / "g" / "last.ckpt") == 1  # the finite training state is kept
+
+
+def test_train_restores_the_run_name_variable_it_publishes_for_ddp_workers(tmp_path, monkeypatch):
+    """train() sets SGM_RUN_NAME while it runs (the DDP workers it launches read it) and puts the
+    old value back afterwards, so a later run in the process (the lab's E7) needs no clean-up."""
+    monkeypatch.delenv("SGM_RUN_NAME", raising=False)
+    train(api(tmp_path, "name=e1", "trainer.max_steps=1"), config_name="toy_2d")
+    assert "SGM_RUN_NAME" not in os.environ
+    monkeypatch.setenv("SGM_RUN_NAME", "outer")
+    train(api(tmp_path, "name=e2", "trainer.max_steps=1"), config_name="toy_2d")
+    assert os.environ["SGM_RUN_NAME"] == "outer"
