@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 from ..images import make_grid, save_png, to_uint8
 from ..sampling import draw_samples, sampler_settings
@@ -116,7 +117,15 @@ class SamplingCallback(_EveryNStepsCallback):
     the NFE and the wall time. Grids are also written to ``out_dir/step_XXXXXXX.png``.
 
     ``samples`` holds the last gathered float samples on rank 0 (for tests and other callbacks).
+
+    The end-of-training draw costs at most what training cost: it makes
+    ``min(n_samples, max(END_FLOOR, 3 * steps * batch / nfe))`` samples (a training step is about
+    three network passes per example: forward and backward), so a 30-step smoke test of a toy
+    model does not spend minutes drawing 2,000 points with a 1,000-NFE sampler. Sample k is the
+    same whichever count is drawn; ``sgm sample`` draws any number.
     """
+
+    END_FLOOR = 64
 
     def __init__(self, *, sampler: str, options: dict, n_samples: int = 64, every_n_steps: int = 0,
                  at_end: bool = True, seed: int = 0, batch_size: int = 64, trajectory_frames: int = 10,
@@ -138,12 +147,37 @@ class SamplingCallback(_EveryNStepsCallback):
                    at_end=s.at_end, seed=s.seed, batch_size=s.batch_size,
                    trajectory_frames=s.trajectory_frames if s.trajectory else 0, out_dir=out_dir)
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._ending = True
+        try:
+            super().on_train_end(trainer, pl_module)
+        finally:
+            self._ending = False
+
+    def end_count(self, trainer, pl_module, score_fn) -> int:
+        """How many samples the end-of-training draw makes (see the class docstring)."""
+        batch = getattr(getattr(getattr(pl_module, "cfg", None), "data", None), "batch_size", None)
+        if self.n <= self.END_FLOOR or batch is None:
+            return self.n
+        _, nfe = draw_samples(score_fn, pl_module.sde, tuple(pl_module.shape), [0], seed=self.seed,
+                              sampler=self.sampler, options=self.options, exact=self.exact, device=pl_module.device)
+        budget = 3 * max(trainer.global_step, 1) * int(batch) * trainer.world_size
+        n = min(self.n, max(self.END_FLOOR, budget // max(nfe, 1)))
+        if n < self.n:
+            rank_zero_info(f"end-of-run samples: {n} of sample.n_samples={self.n} ({nfe} NFE each would cost more "
+                           f"than the {trainer.global_step} training steps; sgm sample draws any number)")
+        return n
+
     @torch.no_grad()
     def run(self, trainer, pl_module) -> torch.Tensor | None:
         """Sample on every rank, gather on rank 0, log. Returns the samples on rank 0."""
         self._last_step, self._due = trainer.global_step, None
         rank, world = trainer.global_rank, trainer.world_size
-        mine = list(range(rank, self.n, world))
+        n = self.n
+        if getattr(self, "_ending", False):
+            with pl_module.ema_scope(), _eval_mode(pl_module.net):
+                n = self.end_count(trainer, pl_module, pl_module.score_fn())
+        mine = list(range(rank, n, world))
         frames: list[torch.Tensor] = []
 
         def keep_first(step):
@@ -165,7 +199,7 @@ class SamplingCallback(_EveryNStepsCallback):
                 frames = denoised_frames(score_fn, pl_module.sde, frames, self.frames)
         shape = tuple(pl_module.shape)
         x = torch.cat(xs) if xs else torch.zeros((0, *shape), device=pl_module.device)
-        gathered = gather_by_index(pl_module, mine, x, self.n)
+        gathered = gather_by_index(pl_module, mine, x, n)
         if gathered is None:
             return None
         self.samples, self.nfe = gathered.cpu(), nfe
