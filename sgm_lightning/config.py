@@ -129,6 +129,7 @@ class LoggingConfig:
     wandb_mode: str = "auto"         # auto (online iff an API key is configured) | online | offline
     val_buckets: int = 8             # validation loss is also reported in this many sigma buckets
     log_every_n_steps: int = 50
+    log_checkpoints: str = "none"    # wandb artifacts: none | end (the last checkpoint) | all (every save); online only
 
 
 @dataclass
@@ -384,6 +385,9 @@ def validate(cfg: DictConfig) -> None:
     lg = cfg.logging
     _one_of(lg.logger, "logging.logger", ("wandb", "tensorboard", "csv", "none"))
     _one_of(lg.wandb_mode, "logging.wandb_mode", ("auto", "online", "offline"))
+    _one_of(lg.log_checkpoints, "logging.log_checkpoints", ("none", "end", "all"))
+    _check(lg.log_checkpoints == "none" or lg.logger == "wandb", "logging.log_checkpoints",
+           f"uploads wandb artifacts: set logging.logger=wandb (got {lg.logger}) or log_checkpoints=none")
     _check(lg.val_buckets >= 1, "logging.val_buckets", f"must be >= 1, got {lg.val_buckets}")
     _check(cfg.checkpoint.save_top_k >= -1, "checkpoint.save_top_k", "must be >= -1 (-1 keeps all)")
     sm = cfg.sample

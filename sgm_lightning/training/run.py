@@ -188,6 +188,7 @@ def build_logger(cfg, run_name: str, config_name: str, resume_index: int = 0):
     logger = WandbLogger(
         project=lg.project, name=run_name, group=lg.group or config_name, save_dir=str(save_dir),
         offline=offline, config=OmegaConf.to_container(cfg, resolve=True), id=run_name.replace("/", "-"),
+        log_model={"none": False, "end": True, "all": "all"}[lg.get("log_checkpoints", "none")],
     )
     # Lightning always passes anonymous=None to wandb.init, and wandb >= 0.19 warns that the
     # setting "has no effect" whenever it is passed at all
@@ -232,6 +233,11 @@ def check_paths(cfg, run_dir: Path) -> None:
     from ..paths import check_output_dir
 
     check_output_dir(run_dir, "checkpoint.dir")
+    lg = cfg.logging
+    if lg.logger == "wandb" and lg.log_checkpoints != "none" and wandb_offline(lg.wandb_mode):
+        raise ValueError(f"logging.log_checkpoints={lg.log_checkpoints}: wandb is offline here (no API key, or "
+                         "wandb_mode=offline), so checkpoints cannot be uploaded; log in (wandb login) and set "
+                         "logging.wandb_mode=online, or set logging.log_checkpoints=none")
     if cfg.logging.logger != "none":
         check_output_dir(cfg.logging.save_dir, "logging.save_dir")
 
