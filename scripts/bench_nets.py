@@ -19,10 +19,11 @@ torch.compile, the GPU target; not run by default).
     .venv/bin/python scripts/bench_nets.py                       # everything (CPU: ~30 min)
     .venv/bin/python scripts/bench_nets.py --nets digits --modes fp32 reference channels_last --rounds 5
 
-Against the real official code (``--official PATH``: score_sde_pytorch, or a folder holding it),
+Against the real official code (``--official PATH``: score_sde_pytorch at cb1f359 with ``op/`` made
+CPU-only, or a folder holding it),
 see :mod:`bench_official` (same folder) and docs/performance.md:
 
-    .venv/bin/python scripts/bench_nets.py --official ../shared/tools/official-bench --nets ncsnpp ddpmpp \
+    .venv/bin/python scripts/bench_nets.py --official OFFICIAL --nets ncsnpp ddpmpp \
         --threads 2 --batch 16 --rounds 4 [--ours lean:recompute_norm_act=true ...]
 """
 
