@@ -14,7 +14,7 @@ from sgm_lightning.training.callbacks import FIDCallback
 from sgm_lightning.cli import main
 from sgm_lightning.training import train
 from sgm_lightning.config import load_config
-from sgm_lightning.evaluation import ImageMetrics, reference_stats
+from sgm_lightning.metrics.images import ImageMetrics, reference_stats
 from sgm_lightning.images import to_uint8
 from sgm_lightning.training import ScoreModule
 
@@ -117,7 +117,7 @@ def test_sgm_fid_without_a_feature_network_is_a_clear_error(tmp_path, capsys):
 
 def test_the_training_run_attaches_fid_only_with_reference_stats_and_weights(tmp_path):
     from sgm_lightning.training.run import build_callbacks
-    from sgm_lightning.evaluation import save_reference_stats
+    from sgm_lightning.metrics.images import save_reference_stats
 
     assert not any(isinstance(c, FIDCallback) for c in build_callbacks(load_config(None, []), tmp_path))
     with pytest.raises(ValueError, match="eval.reference_stats"):

@@ -31,7 +31,7 @@ def test_score_fn_has_one_alias():
 
 
 def test_atomic_writers_leave_no_temporary_files(tmp_path):
-    from sgm_lightning.evaluation import load_reference_stats, save_reference_stats
+    from sgm_lightning.metrics.images import load_reference_stats, save_reference_stats
     from sgm_lightning.images import save_png
 
     save_png(tmp_path / "a.png", np.zeros((4, 4, 3), dtype=np.uint8))

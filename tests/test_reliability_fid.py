@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from sgm_lightning.cli import main
-from sgm_lightning.evaluation import check_reference_stats, load_reference_stats
+from sgm_lightning.metrics.images import check_reference_stats, load_reference_stats
 
 
 def fid(capsys, *args) -> tuple[int, str]:

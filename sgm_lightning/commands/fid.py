@@ -64,7 +64,7 @@ def _size(x: np.ndarray) -> str:
 
 def feature_net(inception_weights: str | None, feature_net_path: str | None):
     """The feature network the flags name (Inception weights or a TorchScript file)."""
-    from ..evaluation import load_feature_net, load_inception
+    from ..metrics.images import load_feature_net, load_inception
 
     if feature_net_path is not None:
         return load_feature_net(feature_net_path)
@@ -72,7 +72,7 @@ def feature_net(inception_weights: str | None, feature_net_path: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import ImageMetrics, load_reference_stats, reference_stats, save_reference_stats
+    from ..metrics.images import ImageMetrics, load_reference_stats, reference_stats, save_reference_stats
     from ..images import read_images
 
     if args.batch_size <= 0 or args.kid_subset_size <= 0:

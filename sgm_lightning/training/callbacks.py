@@ -234,7 +234,7 @@ class FIDCallback(_EveryNStepsCallback):
     ``n_samples`` with the EMA weights, feeds their features to :class:`ImageMetrics` (torchmetrics
     sums/concatenates them across ranks), and rank 0 logs ``eval/fid_n<N>`` (and KID, IS).
 
-    ``features``: a feature network (see :mod:`sgm_lightning.evaluation`); ``reference``: the
+    ``features``: a feature network (see :mod:`sgm_lightning.metrics.images`); ``reference``: the
     real statistics (``{mu, sigma, n[, features]}``, see ``load_reference_stats``).
     ``last`` holds the last scores (every rank).
     """
@@ -253,7 +253,7 @@ class FIDCallback(_EveryNStepsCallback):
 
     @classmethod
     def from_config(cls, cfg) -> FIDCallback:
-        from ..evaluation import load_inception, load_reference_stats
+        from ..metrics.images import load_inception, load_reference_stats
 
         ev = cfg.eval
         if ev.reference_stats is None:
@@ -265,7 +265,7 @@ class FIDCallback(_EveryNStepsCallback):
                    seed=cfg.sample.seed, batch_size=ev.batch_size, kid_subset_size=ev.kid_subset_size)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from ..evaluation import ImageMetrics
+        from ..metrics.images import ImageMetrics
 
         if len(pl_module.shape) != 3:
             raise ValueError("eval.every_n_steps: FID needs an image dataset")

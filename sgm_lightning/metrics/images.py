@@ -287,7 +287,7 @@ def reference_stats(
 
 def save_reference_stats(path: str | os.PathLike, stats: dict[str, np.ndarray]) -> None:
     """Write ``stats`` to ``path`` (.npz) atomically."""
-    from .paths import atomic_file
+    from ..paths import atomic_file
 
     with atomic_file(path, "wb") as f:
         np.savez(f, **stats)

@@ -7,7 +7,7 @@
 * :func:`gaussian_kl`: exact KL(N0 || N1), full or diagonal covariances.
 
 Inputs are ``(n, d)`` tensors (or ``(n, ...)``, flattened); results are Python floats or
-float64 tensors. Image metrics (FID/KID) are elsewhere.
+float64 tensors. Image metrics (FID/KID/IS) are in :mod:`sgm_lightning.metrics.images`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .analytic import GaussianMixture
+from ..analytic import GaussianMixture
 
 
 def _flat64(x: torch.Tensor, name: str) -> torch.Tensor:

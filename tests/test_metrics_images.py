@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from sgm_lightning.evaluation import (
+from sgm_lightning.metrics.images import (
     ImageMetrics,
     load_inception,
     load_reference_stats,
