@@ -18,10 +18,11 @@ from contextlib import contextmanager, nullcontext
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..checkpoint import build_net, build_sde
-from ..config import data_shape, to_yaml
+from ..config import config_from_yaml, data_shape, to_yaml
 from ..ema import EMA
 from ..losses import discrete_coeffs, discrete_dsm_loss, dsm_loss
 from ..nets.precond import precond_from_config
@@ -36,8 +37,13 @@ class ScoreModule(pl.LightningModule):
 
     def __init__(self, cfg, net: nn.Module | None = None):
         super().__init__()
+        if not isinstance(cfg, DictConfig):  # load_from_checkpoint passes the saved plain dict back
+            cfg = config_from_yaml(OmegaConf.to_yaml(OmegaConf.create(cfg)))
         self.cfg = cfg
         resolve_sigma_data(cfg)
+        # a plain dict (sigma_data resolved): TensorBoard's hparams.yaml, wandb's config and
+        # ScoreModule.load_from_checkpoint(path) all read it
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
         self.sde = build_sde(cfg.sde)
         self.shape = data_shape(cfg.data)
         self.net = net if net is not None else build_net(cfg.model, self.shape, cfg.sde, cfg.data.centered)
