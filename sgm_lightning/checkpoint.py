@@ -90,8 +90,12 @@ def build_net(model_cfg, shape: tuple[int, ...], sde_cfg=None, centered: bool | 
                 raise ValueError(f"model.kwargs.{k}: {kwargs[k]!r} disagrees with the data/sde config ({v!r}); drop it")
         kwargs = {**base, **auto, **kwargs}
         arch = kwargs.pop("arch")
+        cl = model_cfg.get("channels_last")
+        if cl is not None and arch == "ncsnpp":  # NCSN++ converts its activations itself
+            kwargs.setdefault("memory_format", "channels_last" if cl else "contiguous")
         try:
-            return nets.build_network(arch, **kwargs)
+            net = nets.build_network(arch, **kwargs)
+            return net.to(memory_format=torch.channels_last) if cl and arch != "ncsnpp" else net
         except (ValueError, RuntimeError, ZeroDivisionError, AssertionError) as err:  # e.g. GroupNorm of nf=15
             given = ", ".join(f"{k}={v}" for k, v in dict(model_cfg.kwargs).items()) or "no model.kwargs"
             raise ValueError(f"model.kwargs: the {arch} network cannot be built with {given}: "

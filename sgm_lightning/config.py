@@ -81,6 +81,9 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     precond: str = "none"            # none (score_sde) | edm | vp | ve: EDM Table 1 preconditioning
     sigma_data: Any = 0.5            # EDM's sigma_data (a number, or auto: the training data's std)
+    channels_last: Optional[bool] = None  # image nets: null = the network's own choice per device
+    compile: bool = False            # torch.compile the network for training steps (weights unchanged)
+    compile_mode: str = "default"    # torch.compile mode: default | reduce-overhead | max-autotune
 
 
 @dataclass
@@ -385,6 +388,10 @@ def validate(cfg: DictConfig) -> None:
     lg = cfg.logging
     _one_of(lg.logger, "logging.logger", ("wandb", "tensorboard", "csv", "none"))
     _one_of(lg.wandb_mode, "logging.wandb_mode", ("auto", "online", "offline"))
+    _check(not (cfg.model.channels_last and cfg.model.preset is None and cfg.model.arch == "mlp"),
+           "model.channels_last", "is for image networks; the mlp takes points (drop it)")
+    _one_of(cfg.model.compile_mode, "model.compile_mode",
+            ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
     _one_of(lg.log_checkpoints, "logging.log_checkpoints", ("none", "end", "all"))
     _check(lg.log_checkpoints == "none" or lg.logger == "wandb", "logging.log_checkpoints",
            f"uploads wandb artifacts: set logging.logger=wandb (got {lg.logger}) or log_checkpoints=none")

@@ -48,6 +48,10 @@ class ScoreModule(pl.LightningModule):
         self.shape = data_shape(cfg.data)
         self.net = net if net is not None else build_net(cfg.model, self.shape, cfg.sde, cfg.data.centered)
         self.continuous = bool(cfg.loss.continuous)
+        # model.compile: the loss calls a torch.compile'd view of the same parameters; kept out of
+        # the module's children so that state_dict keys, checkpoints and the EMA are unchanged
+        compiled = torch.compile(self.net, mode=cfg.model.compile_mode) if cfg.model.get("compile") else self.net
+        object.__setattr__(self, "_loss_net", compiled)
         e = cfg.ema
         self.ema = None
         if e.enabled:
@@ -60,9 +64,9 @@ class ScoreModule(pl.LightningModule):
         self._val_sums: torch.Tensor | None = None
 
     # --- scores ---------------------------------------------------------------------------
-    def score_fn(self):
+    def score_fn(self, net: nn.Module | None = None):
         """``score_fn(x, t)`` of the live weights (wrap in :meth:`ema_scope` for the EMA ones)."""
-        return score_fn_from_net(self.net, self.sde, continuous=self.continuous,
+        return score_fn_from_net(self.net if net is None else net, self.sde, continuous=self.continuous,
                                  precond=precond_from_config(self.cfg.model))
 
     def _sigma_data(self) -> float:
@@ -84,7 +88,7 @@ class ScoreModule(pl.LightningModule):
 
         ``u`` (B,) in [0, 1) fixes t = eps + u (T - eps) (continuous) or the level floor(u N).
         """
-        lo, fn = self.cfg.loss, self.score_fn()
+        lo, fn = self.cfg.loss, self.score_fn(self._loss_net)
         if self.continuous:
             t = None if u is None else lo.eps + u * (self.sde.T - lo.eps)
             losses, t = dsm_loss(fn, self.sde, x0, t=t, z=z, eps=lo.eps, weighting=lo.weighting,
