@@ -19,7 +19,7 @@ import torch
 
 from ..rng import GeneratorLike
 from ..sde import SDE, ScoreFn
-from .base import Callback, SampleResult, check_choice, check_int, report
+from .base import Callback, SampleResult, check_choice, check_int, report, without_autograd
 from .edm import Denoiser, default_sigma_range, karras_sigmas, start_scaled
 
 SCHEDULES = ("logsnr", "karras")
@@ -39,6 +39,7 @@ def dpm_sigmas(steps: int, sigma_min: float, sigma_max: float, schedule: str = "
     return torch.cat([s, s.new_zeros(1)])
 
 
+@without_autograd
 def dpm_solver_2m(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 20, schedule: str = "logsnr",
                   sigma_min: float | None = None, sigma_max: float | None = None, rho: float = 7.0,
                   x_init: torch.Tensor | None = None, generator: GeneratorLike = None,

@@ -17,7 +17,7 @@ import torch
 
 from ..rng import GeneratorLike
 from ..sde import SDE, ScoreFn
-from .base import Callback, SampleResult, check_int, check_number, noise, report, start
+from .base import Callback, SampleResult, check_int, check_number, noise, report, start, without_autograd
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
@@ -66,6 +66,7 @@ def start_scaled(sde, score_fn, shape, x_init, generator, device, dtype, sigma_m
     return x, gen, score
 
 
+@without_autograd
 def edm_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 18, sigma_min: float | None = None,
                sigma_max: float | None = None, rho: float = 7.0, S_churn: float = 0.0, S_min: float = 0.0,
                S_max: float = float("inf"), S_noise: float = 1.0, x_init: torch.Tensor | None = None,
@@ -107,16 +108,19 @@ def edm_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 18, sigm
     return SampleResult(x, score.nfe)
 
 
+@without_autograd
 def edm_heun(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 18, sigma_min: float | None = None,
              sigma_max: float | None = None, rho: float = 7.0, x_init: torch.Tensor | None = None,
              generator: GeneratorLike = None, callback: Callback = None, device=None,
              dtype=torch.float32) -> SampleResult:
     """EDM's deterministic Heun sampler (Alg. 1): 18 steps = 35 NFE by default (no churn: use
     :func:`edm_stochastic` for that)."""
-    return edm_sample(sde, score_fn, shape, steps=steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-                      x_init=x_init, generator=generator, callback=callback, device=device, dtype=dtype)
+    run = edm_sample.__wrapped__  # autograd is already off (or on, with grad=True) here
+    return run(sde, score_fn, shape, steps=steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
+               x_init=x_init, generator=generator, callback=callback, device=device, dtype=dtype)
 
 
+@without_autograd
 def edm_stochastic(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 40, S_churn: float = 40.0,
                    S_min: float = 0.05, S_max: float = 50.0, S_noise: float = 1.0, sigma_min: float | None = None,
                    sigma_max: float | None = None, rho: float = 7.0, x_init: torch.Tensor | None = None,
@@ -124,6 +128,7 @@ def edm_stochastic(sde: SDE, score_fn: ScoreFn, shape=None, *, steps: int = 40, 
                    dtype=torch.float32) -> SampleResult:
     """EDM's stochastic sampler (Alg. 2) with churn; EDM's ImageNet settings except S_noise = 1
     (EDM's 1.003 offsets a learned denoiser's bias; with an exact score it only adds noise)."""
-    return edm_sample(sde, score_fn, shape, steps=steps, S_churn=S_churn, S_min=S_min, S_max=S_max,
-                      S_noise=S_noise, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, x_init=x_init,
-                      generator=generator, callback=callback, device=device, dtype=dtype)
+    run = edm_sample.__wrapped__
+    return run(sde, score_fn, shape, steps=steps, S_churn=S_churn, S_min=S_min, S_max=S_max,
+               S_noise=S_noise, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, x_init=x_init,
+               generator=generator, callback=callback, device=device, dtype=dtype)

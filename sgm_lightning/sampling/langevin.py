@@ -24,9 +24,11 @@ from .base import (
     noise,
     report,
     start,
+    without_autograd,
 )
 
 
+@without_autograd
 def langevin(score, x0: torch.Tensor, *, step_size: float, n_steps: int,
              generator: GeneratorLike = None, callback: Callback = None) -> SampleResult:
     """Plain LMC from ``x0`` ``(B, ...)`` with ``score(x) -> grad log p(x)`` (no time argument).
@@ -72,6 +74,7 @@ def ald_levels(sde: SDE, levels=None) -> tuple[torch.Tensor, torch.Tensor, torch
     return ts, scale, std / scale
 
 
+@without_autograd
 def annealed_langevin(sde: SDE, score_fn: ScoreFn, shape=None, *, n_steps_each: int = 5,
                       step_lr: float | None = None, denoise: bool = True, levels=None,
                       x_init: torch.Tensor | None = None, generator: GeneratorLike = None,

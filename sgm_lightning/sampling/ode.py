@@ -32,6 +32,7 @@ from .base import (
     start,
     time_grid,
     tweedie_denoise,
+    without_autograd,
 )
 
 FIXED_METHODS = ("euler", "euler_t", "heun", "rk4")
@@ -83,6 +84,7 @@ class _FlowODE(torch.nn.Module):
         self.accepted += 1
 
 
+@without_autograd
 def ode_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, method: str = "rk45", steps: int | None = None,
                rtol: float = 1e-5, atol: float = 1e-5, denoise: bool = True, eps: float | None = None,
                t_start: float | None = None, x_init: torch.Tensor | None = None,

@@ -28,6 +28,7 @@ from .base import (
     start,
     time_grid,
     tweedie_denoise,
+    without_autograd,
 )
 from .correctors import CORRECTORS, NORMS, ald_coeffs, corrector_alpha, langevin_update
 from .predictors import AFFINE_COEFFS, PREDICTORS, affine_update
@@ -36,6 +37,7 @@ from .predictors import AFFINE_COEFFS, PREDICTORS, affine_update
 Projection = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None
 
 
+@without_autograd
 def pc_sample(sde: SDE, score_fn: ScoreFn, shape=None, *, predictor: str = "reverse_diffusion",
               corrector: str = "langevin", snr: float = 0.16, corrector_steps: int = 1,
               steps: int | None = None, denoise: bool = True, norms: str = "batch",
