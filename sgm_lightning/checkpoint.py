@@ -104,6 +104,19 @@ def build_net(model_cfg, shape: tuple[int, ...], sde_cfg=None, centered: bool | 
         raise ValueError(f"model.kwargs: {err}") from None
 
 
+def weights_digest(net: nn.Module) -> str:
+    """sha256 over the network's tensors (names, dtypes, shapes, bytes, in name order): the same
+    weights give the same digest whatever file they came from (training checkpoint, export,
+    another memory layout)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(net.state_dict().items()):
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class LoadedModel:
     """A network with its EMA weights (eval mode) and everything needed to sample from it."""
@@ -141,6 +154,11 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
+
+    @property
+    def weights_sha256(self) -> str:
+        """The identity of the weights (see :func:`weights_digest`): a ``.ckpt`` and its export agree."""
+        return weights_digest(self.net)
 
     def sample(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0, device=None,
                batch_size: int | None = None, *, exact: bool = True, **options) -> torch.Tensor:

@@ -168,3 +168,44 @@ def test_a_lightning_checkpoint_and_its_export_give_the_same_images(export_dir, 
     assert _sample(tmp_path / "run.ckpt", tmp_path / "c", "--n", "2") == 0
     assert _sample(export_dir, tmp_path / "e", "--n", "2") == 0
     assert np.array_equal(np.load(tmp_path / "c" / "samples.npz")["x"], np.load(tmp_path / "e" / "samples.npz")["x"])
+
+
+def test_the_same_weights_from_another_file_resume_the_same_folder(export_dir, tmp_path):
+    """The folder's identity is the weights' sha256: an export with other file bytes resumes it."""
+    import shutil
+
+    from sgm_lightning.checkpoint import load_model
+
+    twin = tmp_path / "twin"
+    shutil.copytree(export_dir, twin)
+    (twin / "config.yaml").write_text("# a copy\n" + (export_dir / "config.yaml").read_text())
+    assert _sample(export_dir, tmp_path / "s", "--n", "2", "--seed", "1") == 0
+    assert _sample(twin, tmp_path / "s", "--n", "3", "--seed", "1") == 0  # resumes: index 2 is added
+    settings = yaml.safe_load((tmp_path / "s" / "sample_config.yaml").read_text())
+    assert settings["weights_sha256"] == load_model(twin).weights_sha256 == load_model(export_dir).weights_sha256
+    assert len(np.load(tmp_path / "s" / "samples.npz")["x"]) == 3
+    # other weights are another model: refused
+    other = tmp_path / "other"
+    shutil.copytree(export_dir, other)
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(other / "model.safetensors"))
+    w = {k: v + 1e-3 if v.is_floating_point() else v for k, v in w.items()}
+    save_file(w, str(other / "model.safetensors"))
+    assert _sample(other, tmp_path / "s", "--n", "3", "--seed", "1") == 2
+
+
+def test_exact_is_the_default_on_cpu_and_precision_is_a_setting(export_dir, tmp_path):
+    from sgm_lightning.commands.sample import exact_default
+
+    assert exact_default("cpu") is True and exact_default("gpu") is False
+    assert _sample(export_dir, tmp_path / "f32", "--n", "3", "--accelerator", "cpu") == 0
+    assert _sample(export_dir, tmp_path / "bf16", "--n", "3", "--accelerator", "cpu", "--precision", "bf16") == 0
+    s32 = yaml.safe_load((tmp_path / "f32" / "sample_config.yaml").read_text())
+    s16 = yaml.safe_load((tmp_path / "bf16" / "sample_config.yaml").read_text())
+    assert s32["exact"] is True and s32["precision"] == "32" and s16["precision"] == "bf16"
+    a = np.load(tmp_path / "f32" / "samples.npz")["x"].astype(int)
+    b = np.load(tmp_path / "bf16" / "samples.npz")["x"].astype(int)
+    assert not np.array_equal(a, b) and np.abs(a - b).mean() < 8  # bf16 rounds, the pictures agree
+    # a folder drawn at one precision is not extended at another
+    assert _sample(export_dir, tmp_path / "f32", "--n", "4", "--accelerator", "cpu", "--precision", "bf16") == 2

@@ -193,9 +193,10 @@ def predict_samples(model, settings: dict, out: Path, *, condition=None, acceler
             accelerator=accelerator, devices=settings["devices"], num_nodes=settings["num_nodes"],
             strategy=strategy if world > 1 else "auto", logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+            precision={"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}[settings.get("precision", "32")],
         )
     except (MisconfigurationException, RuntimeError) as err:  # e.g. --devices 4 on a 2-GPU machine
-        raise ValueError(f"--devices/--accelerator: {' '.join(str(err).split())}") from None
+        raise ValueError(f"--devices/--accelerator/--precision: {' '.join(str(err).split())}") from None
     writer = IndexSampler(model, settings, out, condition=condition,
                           progress=progress)
     trainer.predict(writer, return_predictions=False)
