@@ -106,7 +106,8 @@ class DiffusersImport:
                 "sde": {"name": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "N": self.num_scales},
                 "data": {"image_size": self.kwargs["image_size"], "centered": self.centered},
                 "loss": {"continuous": True},
-                "sample": {"snr": self.snr, "corrector_steps": self.correct_steps}}
+                "sample": {"sampler": "pc", "options": {"predictor": "reverse_diffusion", "corrector": "langevin",
+                                                        "snr": self.snr, "corrector_steps": self.correct_steps}}}
 
 
 # --- the weight table: our parameter name <-> diffusers' names --------------------------------

@@ -45,7 +45,12 @@ PRESETS: dict[str, dict] = {
     # configs/ve/ncsnv2/celeba.py: 64 px, 500 levels, sigma_max 90
     "ncsnv2_celeba64": dict(arch="ncsnv2", image_size=64, num_channels=3, centered=False, nf=128,
                             nonlinearity="elu", sigma_min=0.01, sigma_max=90.0, num_scales=500),
-    # Our default: 16x16 grayscale digits, trains in minutes on 2 CPU cores (see README, Performance)
+    # 16x16 grayscale digits at nf 32, two BigGAN blocks per level, FIR (1.04M params); mnist.yaml's net
     "ncsnpp_digits": dict(_NCSNPP_VE, image_size=16, num_channels=1, nf=32, ch_mult=(1, 2), num_res_blocks=2,
                           attn_resolutions=(8,), dropout=0.0, sigma_max=20.0),
+    # The default run's network (configs/digits.yaml): the same shape at nf 16, one DDPM block per
+    # level, no FIR, no progressive input (0.17M params; docs/default-run.md)
+    "ncsnpp_digits_nf16": dict(_NCSNPP_VE, image_size=16, num_channels=1, nf=16, ch_mult=(1, 2), num_res_blocks=1,
+                               resblock_type="ddpm", fir=False, progressive_input="none",
+                               attn_resolutions=(8,), dropout=0.0, sigma_max=20.0),
 }
