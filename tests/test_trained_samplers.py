@@ -53,6 +53,6 @@ def test_no_noise_like_samples_from_a_trained_network(trained, name, options):
                         generator=sample_generators(1, range(64)), **options).x
     fails = ys.failures(x)
     # an 800-step model still overshoots [-1.5, 1.5] on a few pixels of a few samples (the default
-    # run does not: README, "Which sampler"), but none of its samples is noise
+    # run does not: docs/default-run.md, "Which recipe, which sampler"), but none of its samples is noise
     assert fails["noise_like"] == 0, fails
     assert x.abs().max() < 3.0

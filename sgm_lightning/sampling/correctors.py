@@ -11,7 +11,7 @@ Every corrector is a pure function with injected noise, reusable by inpainting/c
   ``norms="batch"``: the norms are averaged over the batch (score_sde); stable in every
   dimension, but sample k then depends on its batch. ``norms="sample"``: per-sample norms, each
   sample independent of its batch; in low dimension ||s|| can be tiny near a mode centre, the
-  step explodes and the modes widen (README, "Samplers"); in image dimensions the norms
+  step explodes and the modes widen (docs/sampling.md, "Langevin-corrector norms"); in image dimensions the norms
   concentrate and per-sample is safe.
 * ``ald``: NCSN's annealed step eps = 2 alpha (r std(t))^2 (per sample by construction).
 """
