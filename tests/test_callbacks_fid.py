@@ -84,16 +84,22 @@ def test_fid_under_ddp_counts_every_sample_once_and_matches_one_process(tmp_path
     assert got["scores"]["fid_n5"] == pytest.approx(m.compute()["fid_n5"], rel=1e-6)
 
 
-def test_sgm_fid_scores_an_image_set_and_reuses_saved_reference_stats(tmp_path, capsys):
+@pytest.mark.parametrize("fmt", ["torchscript", "export"])
+def test_sgm_fid_scores_an_image_set_and_reuses_saved_reference_stats(tmp_path, capsys, fmt):
     feats = LinearFeatures()
-    torch.jit.script(feats).save(str(tmp_path / "feats.pt"))
+    net = tmp_path / ("feats.pt" if fmt == "torchscript" else "feats.pt2")
+    if fmt == "torchscript":
+        torch.jit.script(feats).save(str(net))
+    else:  # torch.export, with a free batch size
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.export.export(feats, (_real_images(4, 1),), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(net))
     real = _real_images(60, 1)
     real = (real.int() // 2 + 40).to(torch.uint8)  # room for a shift without clipping
     fake = real + 30
     np.savez(tmp_path / "real.npz", x=real.permute(0, 2, 3, 1).numpy())
     np.savez(tmp_path / "fake.npz", x=fake.permute(0, 2, 3, 1).numpy())
-    args = ["fid", "--samples", str(tmp_path / "fake.npz"), "--feature-net", str(tmp_path / "feats.pt"),
-            "--kid-subset-size", "20"]
+    args = ["fid", "--samples", str(tmp_path / "fake.npz"), "--feature-net", str(net), "--kid-subset-size", "20"]
     assert main([*args, "--ref", str(tmp_path / "real.npz"), "--save-ref", str(tmp_path / "ref.npz"),
                  "--json", str(tmp_path / "s.json")]) == 0
     scores = json.loads((tmp_path / "s.json").read_text())

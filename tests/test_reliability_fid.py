@@ -72,3 +72,28 @@ def test_pngs_of_different_sizes_in_a_folder_name_the_file(tmp_path, capsys):
     (folder / "2.png").write_bytes(b"\x89PNG\r\n")  # truncated
     rc, err = fid(capsys, "--samples", str(folder), "--ref", str(stats_file(tmp_path)))
     assert rc == 2 and f"{folder / '2.png'} is not a readable PNG" in err
+
+
+def test_a_torch_export_archive_with_pickled_weights_is_refused_before_loading(tmp_path):
+    """torch.export.load would fall back to an unrestricted unpickle for them: refused first."""
+    import json
+    import zipfile
+
+    import torch
+
+    from sgm_lightning.metrics.images import load_feature_net
+
+    lin = torch.nn.Linear(4, 2)
+    torch.export.save(torch.export.export(lin, (torch.randn(3, 4),)), str(tmp_path / "ok.pt2"))
+    assert load_feature_net(tmp_path / "ok.pt2")(torch.ones(3, 4)).shape == (3, 2)
+    with zipfile.ZipFile(tmp_path / "ok.pt2") as src, zipfile.ZipFile(tmp_path / "bad.pt2", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("model_weights_config.json"):
+                cfg = json.loads(data)
+                for v in cfg["config"].values():
+                    v["use_pickle"] = True
+                data = json.dumps(cfg).encode()
+            dst.writestr(item, data)
+    with pytest.raises(ValueError, match="stores 'weight' as a pickle|stores 'bias' as a pickle"):
+        load_feature_net(tmp_path / "bad.pt2")

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--save-ref", default=None, help="write the reference statistics to this .npz")
     p.add_argument("--keep-features", action="store_true", help="store reference features too (for KID)")
     p.add_argument("--inception-weights", default=None, help="torch-fidelity FID Inception weights (.pth)")
-    p.add_argument("--feature-net", default=None, help="a TorchScript feature network instead of Inception")
+    p.add_argument("--feature-net", default=None,
+                   help="a feature network instead of Inception: torch.export .pt2, or TorchScript")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--json", default=None, help="also write the scores to this JSON file")

@@ -79,10 +79,41 @@ def load_inception(weights_path: str | os.PathLike | None) -> InceptionFeatures:
         raise ValueError(f"inception_weights: {weights_path!s} does not match Inception-v3: {err}") from None
 
 
+def _check_pt2(path: str | os.PathLike) -> None:
+    """Refuse a ``torch.export`` archive that would unpickle code: ``torch.export.load`` falls back
+    to ``torch.load(weights_only=False)`` for pickled weights, constants and sample inputs, so
+    every such member must load with ``weights_only=True`` first, and no weight may be pickled."""
+    import io
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if name.endswith(("model_weights_config.json", "model_constants_config.json")):
+                pickled = [k for k, v in json.loads(z.read(name)).get("config", {}).items() if v.get("use_pickle")]
+                if pickled:
+                    raise ValueError(f"feature_net: {path!s} stores {pickled[0]!r} as a pickle; save the weights "
+                                     "as tensors (torch.export.save of plain nn.Module parameters)")
+            elif name.endswith(".pt"):
+                try:
+                    torch.load(io.BytesIO(z.read(name)), weights_only=True)
+                except Exception as err:
+                    raise ValueError(f"feature_net: {path!s}: {name} is not plain tensor data ({err})") from None
+
+
 def load_feature_net(path: str | os.PathLike) -> nn.Module:
-    """A user feature network saved with ``torch.jit.save`` (uint8 images -> features[, logits])."""
+    """A user feature network (uint8 images -> features[, logits]) saved with ``torch.export.save``
+    (``.pt2``; checked to unpickle no code) or ``torch.jit.save`` (TorchScript, deprecated in torch)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"feature_net: no such file {path!s}")
+    if str(path).endswith(".pt2"):
+        import zipfile
+
+        try:
+            _check_pt2(path)
+            return torch.export.load(str(path)).module()  # an exported graph is already in eval form
+        except (zipfile.BadZipFile, RuntimeError, KeyError) as err:
+            raise ValueError(f"feature_net: {path!s} is not a torch.export archive ({err})") from None
     try:
         with warnings.catch_warnings():  # torch.jit.load's deprecation notice: TorchScript is the format here
             warnings.simplefilter("ignore", FutureWarning)
@@ -149,7 +180,11 @@ class ImageMetrics(nn.Module):
         image_shape: tuple[int, int, int] = (3, 32, 32),  # (C, H, W), to probe the feature size
     ):
         super().__init__()
-        self.features = features.eval()
+        try:
+            features = features.eval()
+        except NotImplementedError:  # a torch.export graph: its mode was fixed when it was exported
+            pass
+        self.features = features
         for p in self.features.parameters():  # (works for TorchScript modules too)
             p.requires_grad_(False)
         with torch.no_grad():
