@@ -209,3 +209,17 @@ def test_exact_is_the_default_on_cpu_and_precision_is_a_setting(export_dir, tmp_
     assert not np.array_equal(a, b) and np.abs(a - b).mean() < 8  # bf16 rounds, the pictures agree
     # a folder drawn at one precision is not extended at another
     assert _sample(export_dir, tmp_path / "f32", "--n", "4", "--accelerator", "cpu", "--precision", "bf16") == 2
+
+
+def test_a_folder_from_before_weights_identity_resumes_with_the_same_file(export_dir, tmp_path):
+    from sgm_lightning.training.sample_folder import file_digest
+
+    assert _sample(export_dir, tmp_path / "s", "--n", "2", "--seed", "1") == 0
+    path = tmp_path / "s" / "sample_config.yaml"
+    s = yaml.safe_load(path.read_text())
+    del s["weights_sha256"], s["precision"]  # as the folder was written before
+    path.write_text(yaml.safe_dump({**s, "checkpoint_sha256": file_digest(str(export_dir))}))
+    assert _sample(export_dir, tmp_path / "s", "--n", "3", "--seed", "1") == 0  # resumed, index 2 added
+    assert len(np.load(tmp_path / "s" / "samples.npz")["x"]) == 3
+    path.write_text(yaml.safe_dump({**s, "checkpoint_sha256": "0" * 64}))  # another file: refused
+    assert _sample(export_dir, tmp_path / "s", "--n", "4", "--seed", "1") == 2

@@ -60,6 +60,18 @@ def _identity(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in FREE_KEYS}
 
 
+def _upgrade(old: dict, new: dict) -> dict:
+    """A folder written before samples were identified by their weights (``checkpoint_sha256`` of
+    the file, always 32-bit) reads as the same model when that file digest is the file given now."""
+    if "checkpoint_sha256" not in old or "weights_sha256" not in new:
+        return old
+    path = new.get("checkpoint_path")
+    if path is None or not Path(path).exists() or file_digest(path) != old["checkpoint_sha256"]:
+        return old
+    up = {k: v for k, v in old.items() if k != "checkpoint_sha256"}
+    return {**up, "weights_sha256": new["weights_sha256"], "precision": up.get("precision", "32")}
+
+
 def prepare_out_dir(out: Path, settings: dict, overwrite: bool) -> None:
     """Create DIR; refuse (before touching anything) samples made with other settings.
 
@@ -79,6 +91,7 @@ def prepare_out_dir(out: Path, settings: dict, overwrite: bool) -> None:
             old = {"unreadable": True}
         if not isinstance(old, dict):
             old = {"unreadable": True}
+        old = _upgrade(old, settings)
         diff = sorted(k for k in set(_identity(old)) | set(_identity(settings)) if old.get(k) != settings.get(k))
         same = not diff
         if diff and not overwrite and (have_pngs or outputs):
