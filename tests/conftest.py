@@ -41,3 +41,41 @@ def toy_ddp_config(tmp_path):
         ])
 
     return make
+
+
+#: a tiny NCSN++ (1x8x8, VE, 50 levels) for the sgm sample / Python API tests, pinned so that it
+#: does not follow the default config (an untrained export cannot carry model.sigma_data=auto,
+#: and the PC sampler is what those tests check)
+TINY_EXPORT = ["data.image_size=8", "model.preset=ncsnpp_digits", "model.kwargs.nf=8", "model.kwargs.ch_mult=[1]",
+               "model.kwargs.num_res_blocks=1", "model.kwargs.attn_resolutions=[]", "sde.N=50",
+               "model.precond=none", "model.sigma_data=0.5", "loss.sigma_dist=uniform_t", "loss.weighting=sigma2",
+               "sample.sampler=pc", "sample.predictor=reverse_diffusion", "sample.corrector=langevin"]
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """``tiny_export(*overrides) -> folder``: that tiny NCSN++ (seed-0 weights plus 0.05 noise, so
+    that its zero-initialised output layer gives a signal) exported as model.safetensors +
+    config.yaml; one folder per set of overrides, shared by the session (read it, do not write it)."""
+    from safetensors.torch import save_file
+
+    from sgm_lightning.checkpoint import build_net
+    from sgm_lightning.config import data_shape, load_config, to_yaml
+
+    made: dict = {}
+
+    def make(*overrides: str):
+        if overrides not in made:
+            cfg = load_config(None, [*TINY_EXPORT, *overrides])
+            torch.manual_seed(0)
+            net = build_net(cfg.model, data_shape(cfg.data), cfg.sde, cfg.data.centered)
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
+            out = tmp_path_factory.mktemp("export")
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
+            (out / "config.yaml").write_text(to_yaml(cfg))
+            made[overrides] = out
+        return made[overrides]
+
+    return make

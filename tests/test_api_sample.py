@@ -15,30 +15,11 @@ from sgm_lightning.checkpoint import load_model
 from sgm_lightning.cli import main
 from sgm_lightning.images import to_uint8
 
-TINY = ["data.image_size=8", "model.preset=ncsnpp_digits", "model.kwargs.nf=8", "model.kwargs.ch_mult=[1]",
-        "model.kwargs.num_res_blocks=1", "model.kwargs.attn_resolutions=[]", "sde.N=50", "sample.steps=3",
-        "model.precond=none", "model.sigma_data=0.5", "loss.sigma_dist=uniform_t", "loss.weighting=sigma2",
-        "sample.sampler=pc", "sample.predictor=reverse_diffusion", "sample.corrector=langevin"]
-
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    """A tiny NCSN++ (1x8x8, VE, data in [-1, 1]) exported as model.safetensors + config.yaml."""
-    from safetensors.torch import save_file
-
-    from sgm_lightning.checkpoint import build_net
-    from sgm_lightning.config import data_shape, load_config, to_yaml
-
-    cfg = load_config(None, TINY)
-    torch.manual_seed(0)
-    net = build_net(cfg.model, data_shape(cfg.data), cfg.sde, cfg.data.centered)
-    with torch.no_grad():  # NCSN++ zero-initialises its output layer: give it some signal
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    out = tmp_path_factory.mktemp("export")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "config.yaml").write_text(to_yaml(cfg))
-    return out
+def export_dir(tiny_export) -> Path:
+    """A tiny NCSN++ (1x8x8, VE, data in [-1, 1]) exported as model.safetensors + config.yaml (conftest)."""
+    return tiny_export("sample.steps=3")
 
 
 def test_sample_keeps_no_graph_and_returns_images_in_the_data_range(export_dir):

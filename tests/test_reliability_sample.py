@@ -13,32 +13,10 @@ import torch
 from sgm_lightning.cli import main
 from sgm_lightning.paths import FolderLock
 
-TINY = ["data.image_size=8", "model.preset=ncsnpp_digits", "model.kwargs.nf=8", "model.kwargs.ch_mult=[1]",
-        "model.kwargs.num_res_blocks=1", "model.kwargs.attn_resolutions=[]", "sde.N=50", "sample.steps=2",
-        # pinned, so the fixture does not follow the default config (an untrained export cannot
-        # carry model.sigma_data=auto, and the PC sampler is what these tests check)
-        "model.precond=none", "model.sigma_data=0.5", "loss.sigma_dist=uniform_t", "loss.weighting=sigma2",
-        "sample.sampler=pc", "sample.predictor=reverse_diffusion", "sample.corrector=langevin"]
-
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    from safetensors.torch import save_file
-
-    from sgm_lightning.config import load_config, to_yaml
-    from sgm_lightning.config import data_shape
-    from sgm_lightning.checkpoint import build_net
-
-    cfg = load_config(None, TINY)
-    torch.manual_seed(0)
-    net = build_net(cfg.model, data_shape(cfg.data), cfg.sde, cfg.data.centered)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    out = tmp_path_factory.mktemp("model")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "config.yaml").write_text(to_yaml(cfg))
-    return out
+def model_dir(tiny_export) -> Path:
+    return tiny_export("sample.steps=2")
 
 
 def sample(model_dir, out, capsys, *extra) -> tuple[int, str]:

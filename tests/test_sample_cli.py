@@ -9,33 +9,11 @@ import yaml
 
 from sgm_lightning.cli import main
 
-TINY = ["data.image_size=8", "model.preset=ncsnpp_digits", "model.kwargs.nf=8", "model.kwargs.ch_mult=[1]",
-        "model.kwargs.num_res_blocks=1", "model.kwargs.attn_resolutions=[]", "sde.N=50", "sample.steps=3",
-        # pinned, so the fixture does not follow the default config (an untrained export cannot
-        # carry model.sigma_data=auto, and the PC sampler is what these tests check)
-        "model.precond=none", "model.sigma_data=0.5", "loss.sigma_dist=uniform_t", "loss.weighting=sigma2",
-        "sample.sampler=pc", "sample.predictor=reverse_diffusion", "sample.corrector=langevin"]
-
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    """A tiny NCSN++ (1x8x8, VE) exported as model.safetensors + config.yaml."""
-    from safetensors.torch import save_file
-
-    from sgm_lightning.config import load_config, to_yaml
-    from sgm_lightning.config import data_shape
-    from sgm_lightning.checkpoint import build_net
-
-    cfg = load_config(None, TINY)
-    torch.manual_seed(0)
-    net = build_net(cfg.model, data_shape(cfg.data), cfg.sde, cfg.data.centered)
-    with torch.no_grad():  # NCSN++ zero-initialises its output layer: give it some signal
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    out = tmp_path_factory.mktemp("export")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "config.yaml").write_text(to_yaml(cfg))
-    return out
+def export_dir(tiny_export) -> Path:
+    """A tiny NCSN++ (1x8x8, VE) exported as model.safetensors + config.yaml (conftest)."""
+    return tiny_export("sample.steps=3")
 
 
 def _sample(ckpt, out, *extra):
