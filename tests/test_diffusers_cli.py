@@ -7,7 +7,6 @@ Every model is tiny, random and built here (no network)."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -21,28 +20,14 @@ from sgm_lightning.config import config_from_yaml, data_shape, to_yaml
 from sgm_lightning.nets import score_fn_from_net
 from sgm_lightning.nets.diffusers_io import from_diffusers
 from sgm_lightning.sde import VESDE
+from test_diffusers_io import UNET, jitter_  # the same tiny Skip-block NCSN++ as the interop tests
 
 SIGMA_MIN, SIGMA_MAX, N = 0.01, 50.0, 100
-#: a tiny NCSN++ in diffusers' Skip-block layout (as tests/test_diffusers_io.py)
-UNET = dict(sample_size=16, in_channels=3, out_channels=3, time_embedding_type="fourier",
-            block_out_channels=(32, 64, 128), layers_per_block=1,
-            down_block_types=("SkipDownBlock2D", "SkipDownBlock2D", "AttnSkipDownBlock2D"),
-            up_block_types=("AttnSkipUpBlock2D", "SkipUpBlock2D", "SkipUpBlock2D"),
-            mid_block_scale_factor=math.sqrt(2), norm_num_groups=None, norm_eps=1e-6, attention_head_dim=None,
-            act_fn="silu")
 #: the same family in our model.kwargs (the data/sde keys come from the config)
 NET = dict(nf=32, ch_mult=[1, 2, 4], num_res_blocks=1, attn_resolutions=[4], dropout=0.0, embedding_type="fourier",
            resblock_type="biggan", fir=True, skip_rescale=True, progressive="output_skip",
            progressive_input="input_skip", progressive_combine="sum", scale_by_sigma=True)
 VE = {"name": "ve", "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX, "N": N}
-
-
-@torch.no_grad()
-def jitter_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for p in module.parameters():
-        p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return module.eval()
 
 
 def diffusers_pipeline(folder, seed: int = 0, **overrides):
