@@ -110,6 +110,7 @@ class OptimConfig:
     total_steps: Optional[int] = None  # cosine horizon; default trainer.max_steps
     min_lr_ratio: float = 0.0
     grad_clip: Optional[float] = 1.0  # gradient-norm clipping through Lightning; null = off
+    implementation: str = "auto"     # auto (fused on CPU / CUDA) | fused | foreach | for_loop (Adam's kernels)
 
 
 @dataclass
@@ -375,6 +376,7 @@ def validate(cfg: DictConfig) -> None:
            f"need two values in [0, 1), got {list(o.betas)}")
     _check(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
     _one_of(o.schedule, "optim.schedule", ("constant", "cosine"))
+    _one_of(o.implementation, "optim.implementation", ("auto", "fused", "foreach", "for_loop"))
     _check(o.total_steps is None or o.total_steps >= 1, "optim.total_steps", f"must be >= 1, got {o.total_steps}")
     _check(o.schedule != "cosine" or o.total_steps or cfg.trainer.get("max_steps", -1) not in (None, -1),
            "optim.total_steps", "the cosine schedule needs optim.total_steps or trainer.max_steps")

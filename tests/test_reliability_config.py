@@ -60,6 +60,7 @@ def test_python_yaml_tags_are_refused_and_run_nothing(tmp_path, capsys):
     ("sample.seed=-1", "sample.seed"),
     ("seed=9999999999999", "seed"),
     ("data.bad_images=maybe", "data.bad_images"),
+    ("optim.implementation=turbo", "optim.implementation"),
     ("trainer.limit_train_batches=0", "trainer.limit_train_batches"),
 ])
 def test_impossible_values_name_their_key(tmp_path, capsys, override, key):
