@@ -205,6 +205,7 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the per-mode memory subprocesses")
     ap.add_argument("--batch", type=int, default=16, help="batch for the CIFAR-10 nets (digits: 4x)")
     ap.add_argument("--rounds", type=int, default=3, help="timed steps per mode (best and median reported)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side before the rounds (--official)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, nargs="+", default=[0],
                     help="intra-op threads (0: torch default); with --official one run per value")
@@ -213,7 +214,8 @@ def main() -> None:
     ap.add_argument("--ours", action="append", default=[], metavar="NAME:k=v,...",
                     help="with --official: also time our network with these NCSNpp options (repeatable)")
     ap.add_argument("--official-modes", nargs="+", default=["train", "infer", "memory"],
-                    choices=["train", "infer", "memory"])
+                    choices=["train", "infer", "memory", "e2e"], help="e2e: sgm train itself vs the official loop")
+    ap.add_argument("--e2e-steps", type=int, default=12, help="steps of each loop in the e2e mode")
     ap.add_argument("--official-case", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.official or args.official_case:

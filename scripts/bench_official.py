@@ -11,6 +11,11 @@ variant, official, ...) so that load from other processes hits every side alike:
   on_before_optimizer_step, clip_grad_norm_, Adam, LR schedule, on_train_batch_end with the EMA);
   the Trainer loop itself is not included (``sgm train`` adds it).
 - ``infer``: one no-grad forward in eval mode.
+- ``e2e``: ``sgm train`` itself (a subprocess: the Trainer loop, data loader with the config's
+  workers, logging; CIFAR-10 files of random pixels in the real format, the config's settings
+  otherwise) against the official raw step loop (``run_lib.train``'s inner step on a fixed batch,
+  no data loader), each the median img/s over steps after ``--warmup``; our raw step loop is run
+  the same way beside them, so the end-to-end ratio stands next to the raw-step ratio.
 - ``memory``: peak growth of a second training step (RSS high-water mark on CPU with glibc's mmap
   threshold fixed at 64 KiB so freed tensors leave RSS at once; ``max_memory_allocated`` on CUDA),
   one side per fresh process.
@@ -273,10 +278,13 @@ def loadavg() -> str:
         return "?"
 
 
-def time_sides(fns: dict, rounds: int, sync) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall and process-CPU seconds per call of each side, round-robin after one warm-up call each."""
-    for fn in fns.values():  # warm-up (allocator, Adam state, oneDNN primitives)
-        fn()
+def time_sides(fns: dict, rounds: int, sync, warmup: int = 2) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process-CPU seconds per call of each side, round-robin after ``warmup`` untimed calls
+    each (the first steps of a fresh process pay page faults while glibc's heap grows: measured
+    850k minor faults and 9 s of system time in the official NCSN++ step 1, 210k in step 3)."""
+    for _ in range(warmup):  # allocator, Adam state, oneDNN primitives
+        for fn in fns.values():
+            fn()
     wall: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
@@ -345,6 +353,72 @@ def memory(net: str, sides: list[str], args, threads: int) -> dict[str, float]:
     return out
 
 
+def write_cifar10_files(root: str, n: int = 512, seed: int = 0) -> None:
+    """Random CIFAR-10 batches in the real python format (``cifar-10-batches-py/data_batch_1..5``)."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base = os.path.join(root, "cifar-10-batches-py")
+    os.makedirs(base, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(os.path.join(base, name), "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         "labels": rng.integers(0, 10, n).tolist()}, f)
+
+
+def sgm_train_rates(net: str, args, threads: int, steps: int, root: str) -> list[float]:
+    """img/s of each step of ``sgm train`` (its logged ``train/images_per_sec``, csv logger)."""
+    import csv
+
+    config = os.path.join(ROOT, "configs", PROJECT_CONFIGS[net])
+    cmd = [sys.executable, "-m", "sgm_lightning", "train", "--config", config,
+           f"data.root={root}", f"data.batch_size={args.batch}", f"trainer.max_steps={steps}", f"num_threads={threads}",
+           "logging.logger=csv", "logging.log_every_n_steps=1", f"logging.save_dir={root}/runs",
+           f"checkpoint.dir={root}/ck", "name=e2e", "sample.at_end=false", "trainer.limit_val_batches=0",
+           "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    files = glob.glob(os.path.join(root, "runs", "**", "metrics.csv"), recursive=True)
+    if proc.returncode or not files:
+        raise SystemExit(f"sgm train failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    with open(files[0]) as f:
+        return [float(r["train/images_per_sec"]) for r in csv.DictReader(f) if r.get("train/images_per_sec")]
+
+
+def end_to_end(net: str, args, threads: int) -> list[tuple]:
+    """Median img/s after the warm-up steps: official raw loop, our raw loop, ``sgm train``."""
+    import tempfile
+
+    import torch
+
+    steps = args.e2e_steps
+    off = Official(net, args.batch, args.device)
+    ours = Ours(net, args.batch, args.device, off.cfg, off.net.state_dict(), {})
+    x, _ = inputs(net, off.cfg, args.batch, args.device)
+    rates = {}
+    for name, side in (("official", off), ("ours", ours)):
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            side.step(x)
+            times.append(time.perf_counter() - t0)
+        rates[name] = args.batch / statistics.median(times[args.warmup:])
+    del off, ours
+    with tempfile.TemporaryDirectory() as root:
+        write_cifar10_files(root)
+        logged = sgm_train_rates(net, args, threads, steps, root)
+    rates["sgm train"] = statistics.median(logged[max(0, args.warmup - 1):])  # step 1 logs no rate
+    print(f"{net:7} e2e    threads={threads} official raw loop {rates['official']:.3f} img/s, our raw loop "
+          f"{rates['ours']:.3f} img/s, sgm train {rates['sgm train']:.3f} img/s (median of steps "
+          f"{args.warmup + 1}..{steps})", flush=True)
+    torch.set_num_threads(threads)
+    return [(net, "e2e: raw step loop", threads, "ours", rates["ours"], rates["official"],
+             rates["ours"] / rates["official"], None, 0.0, loadavg(), None),
+            (net, "e2e: sgm train", threads, "sgm train", rates["sgm train"], rates["official"],
+             rates["sgm train"] / rates["official"], None, 0.0, loadavg(), None)]
+
+
 def main(args) -> None:
     import torch
 
@@ -358,7 +432,8 @@ def main(args) -> None:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     dev = torch.cuda.get_device_name() if cuda else cpu_description()
     print(f"# device: {dev}\n# official: {path} (commit {commit}){'; ' + note if note else ''}\n"
-          f"# batch {args.batch}, rounds {args.rounds} (+1 warm-up), fp32, interleaved; ratio = ours / official "
+          f"# batch {args.batch}, rounds {args.rounds} (+{args.warmup} warm-up), fp32, interleaved; "
+          f"ratio = ours / official "
           f"(speed: best-of-rounds img/s; paired median = median over rounds of official time / ours in the "
           f"same round; CPU time: best process CPU seconds; memory: peak growth of a training step)", flush=True)
     rows = []
@@ -376,7 +451,7 @@ def main(args) -> None:
                 raise SystemExit(f"{net}: outputs differ from the official network (max rel err {bad})")
             x, labels = inputs(net, off.cfg, args.batch, args.device)
             sides = {"official": off, **ours}
-            for mode in [m for m in args.official_modes if m != "memory"]:
+            for mode in [m for m in args.official_modes if m in ("train", "infer")]:
                 if mode == "train":
                     fns = {k: (lambda s=s, x=x: s.step(x)) for k, s in sides.items()}
                 else:
@@ -388,7 +463,7 @@ def main(args) -> None:
                             s.net.train()
                         return run
                     fns = {k: infer(s) for k, s in sides.items()}
-                t, c = time_sides(fns, args.rounds, sync)
+                t, c = time_sides(fns, args.rounds, sync, args.warmup)
                 for k in ours:
                     rows.append((net, mode, torch.get_num_threads(), k,
                                  args.batch / min(t[k]), args.batch / min(t["official"]),
@@ -397,6 +472,10 @@ def main(args) -> None:
                                  max(errs[k], 0.0), f"{load0} -> {loadavg()}", min(c["official"]) / min(c[k])))
                     print(_fmt(rows[-1]), flush=True)
             del off, ours, sides
+            if "e2e" in args.official_modes:
+                for row in end_to_end(net, args, torch.get_num_threads()):
+                    rows.append(row)
+                    print(_fmt(row), flush=True)
             if "memory" in args.official_modes:
                 mem = memory(net, ["official", *variants], args, torch.get_num_threads())
                 for k in variants:

@@ -172,6 +172,7 @@ class Config:
     seed: int = 0
     resume: Optional[str] = None     # PATH to a .ckpt | last
     num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
+    keep_freed_memory: bool = True   # glibc keeps freed memory: no page faults per step (training/allocator.py)
     data: DataConfig = field(default_factory=DataConfig)
     sde: SDEConfig = field(default_factory=SDEConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -18,7 +18,8 @@ from ..config import validate
 #: config keys a resumed run may change (length, logging, sampling, hardware); the rest must
 #: match the checkpoint, or the resumed run would not be the run it continues
 RESUME_SAFE = (
-    "name", "resume", "num_threads", "logging", "sample", "eval", "checkpoint.save_top_k",
+    "name", "resume", "num_threads", "keep_freed_memory", "optim.implementation", "logging", "sample", "eval",
+    "checkpoint.save_top_k",
     "checkpoint.every_n_train_steps", "data.root", "data.download", "data.num_workers", "data.val_batch_size",
     "trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.val_check_interval",
     "trainer.check_val_every_n_epoch", "trainer.limit_val_batches", "trainer.num_sanity_val_steps",

@@ -294,6 +294,7 @@ def _fit(cfg, config_name: str, name: str, run_dir: Path, ckpt: str | None, call
     from ..errors import RunFailed
     from ..images import NonFiniteImageError
     from ..paths import FolderLock, write_text_atomic
+    from .allocator import keep_freed_memory
     from .data import SGMDataModule
     from .module import ScoreModule
     from .resume import resume_config_path
@@ -302,6 +303,8 @@ def _fit(cfg, config_name: str, name: str, run_dir: Path, ckpt: str | None, call
         import torch
 
         torch.set_num_threads(cfg.num_threads)
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = ScoreModule(cfg)  # builds the network: bad model.kwargs fail here, before any data
     datamodule = SGMDataModule(cfg.data, seed=cfg.seed)
