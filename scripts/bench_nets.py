@@ -215,6 +215,8 @@ def main() -> None:
                     help="with --official: also time our network with these NCSNpp options (repeatable)")
     ap.add_argument("--official-modes", nargs="+", default=["train", "infer", "memory"],
                     choices=["train", "infer", "memory", "e2e"], help="e2e: sgm train itself vs the official loop")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="--official speed rounds with glibc's malloc defaults (default: freed memory kept)")
     ap.add_argument("--e2e-steps", type=int, default=12, help="steps of each loop in the e2e mode")
     ap.add_argument("--official-case", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -16,6 +16,10 @@ variant, official, ...) so that load from other processes hits every side alike:
   otherwise) against the official raw step loop (``run_lib.train``'s inner step on a fixed batch,
   no data loader), each the median img/s over steps after ``--warmup``; our raw step loop is run
   the same way beside them, so the end-to-end ratio stands next to the raw-step ratio.
+- Speed rounds run with freed memory kept in the process (:mod:`sgm_lightning.training.allocator`,
+  as ``sgm train``), for both sides alike: with glibc's defaults each step page-faults its
+  activations back in (about 200,000 faults and 1-3 s of system time per step here, more for the
+  official side), which made same-round ratios swing by +-15%; ``--glibc-defaults`` measures that.
 - ``memory``: peak growth of a second training step (RSS high-water mark on CPU with glibc's mmap
   threshold fixed at 64 KiB so freed tensors leave RSS at once; ``max_memory_allocated`` on CUDA),
   one side per fresh process.
@@ -151,9 +155,10 @@ class Official:
 class Ours:
     """``ScoreModule`` (configs/cifar10_*.yaml) with the official weights, stepped as Lightning does.
 
-    ``options``: NCSNpp keyword options, plus two step options: ``autocast=bf16`` (the loss and
-    forward under bf16 autocast, as ``trainer.precision=bf16-mixed``) and ``compile=true``
-    (``torch.compile`` of the network).
+    ``options``: NCSNpp keyword options, plus step options: ``autocast=bf16`` (the loss and
+    forward under bf16 autocast, as ``trainer.precision=bf16-mixed``), ``compile=true``
+    (``torch.compile`` of the network), ``winograd=false`` (NNPACK off: oneDNN for every
+    convolution) and ``adam=for_loop|foreach|fused`` (``optim.implementation``).
     """
 
     def __init__(self, net: str, batch: int, device: str, official_cfg, state_dict, options: dict):
@@ -163,6 +168,9 @@ class Ours:
 
         options = dict(options)
         amp, compiled = options.pop("autocast", None), options.pop("compile", False)
+        winograd = bool(options.pop("winograd", True))
+        self.nnpack = lambda: torch.backends.nnpack.flags(enabled=winograd)  # a context manager per use
+        adam = options.pop("adam", None)
         self.autocast = (torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if amp == "bf16"
                          else contextlib.nullcontext())
 
@@ -172,7 +180,8 @@ class Ours:
         from sgm_lightning.nets.convert import load_official_state, network_kwargs_from_score_sde
 
         self.cfg = load_config(os.path.join(ROOT, "configs", PROJECT_CONFIGS[net]),
-                               [f"data.batch_size={batch}", "logging.logger=none", "trainer.max_steps=1000"])
+                               [f"data.batch_size={batch}", "logging.logger=none", "trainer.max_steps=1000",
+                                *([f"optim.implementation={adam}"] if adam else [])])
         _, kwargs = network_kwargs_from_score_sde(official_cfg)
         self.net = NCSNpp(**kwargs, **options)
         if state_dict is not None:
@@ -192,9 +201,9 @@ class Ours:
     def step(self, x):
         m, torch = self.module, self.torch
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast:
+        with self.autocast, self.nnpack():
             loss = m.training_step(x, self.i)
-        loss.backward()
+            loss.backward()
         m.on_before_optimizer_step(self.optimizer)
         if self.clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip)
@@ -425,6 +434,11 @@ def main(args) -> None:
     if args.official_case:
         return memory_child(args)
     path, note = import_official(args.official, args.device)
+    kept = False
+    if not args.glibc_defaults:  # both sides share the process: neither re-faults its memory each step
+        from sgm_lightning.training.allocator import keep_freed_memory
+
+        kept = keep_freed_memory()
     nets = [n for n in args.nets if n in OFFICIAL_CONFIGS] or list(OFFICIAL_CONFIGS)
     variants = parse_variants(args.ours)
     commit = official_commit(path)
@@ -432,6 +446,7 @@ def main(args) -> None:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     dev = torch.cuda.get_device_name() if cuda else cpu_description()
     print(f"# device: {dev}\n# official: {path} (commit {commit}){'; ' + note if note else ''}\n"
+          f"# malloc: {'freed memory kept (keep_freed_memory, both sides)' if kept else 'glibc defaults'}\n"
           f"# batch {args.batch}, rounds {args.rounds} (+{args.warmup} warm-up), fp32, interleaved; "
           f"ratio = ours / official "
           f"(speed: best-of-rounds img/s; paired median = median over rounds of official time / ours in the "
@@ -458,7 +473,8 @@ def main(args) -> None:
                     def infer(s, x=x, labels=labels):
                         def run():
                             s.net.eval()
-                            with torch.no_grad(), getattr(s, "autocast", contextlib.nullcontext()):
+                            with torch.no_grad(), getattr(s, "autocast", contextlib.nullcontext()), \
+                                    getattr(s, "nnpack", contextlib.nullcontext)():
                                 getattr(s, "forward", s.net)(x, labels)
                             s.net.train()
                         return run

@@ -99,3 +99,41 @@ def test_conv1x1_as_matmul_is_the_convolution(channels_last):
     assert out.is_contiguous(memory_format=layout)
     torch.testing.assert_close(out, F.conv2d(x, w, b), rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(lambda x, w, b: conv1x1(x.contiguous(memory_format=layout), w, b), (x, w, b))
+
+
+def _winograd_case(batch=16, size=16, layout=torch.contiguous_format):
+    torch.manual_seed(0)
+    x = torch.randn(batch, 8, size, size).contiguous(memory_format=layout).requires_grad_(True)
+    w = (torch.randn(12, 8, 3, 3) / 72**0.5).requires_grad_(True)
+    b = torch.randn(12, requires_grad=True)
+    return x, w, b
+
+
+@pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch has no NNPACK")
+def test_winograd_conv3x3_is_the_convolution_and_only_where_chosen():
+    """Winograd (NNPACK) forward on batches >= 16 of >= 256-pixel maps: within 3e-5 of float64 in
+    the output, 1e-5 in every gradient (oneDNN's backward); plain oneDNN elsewhere."""
+    from sgm_lightning.nets.layers import Conv2d, conv3x3
+
+    x, w, b = _winograd_case()
+    out = conv3x3(x, w, b)
+    assert type(out.grad_fn).__name__ == "NnpackSpatialConvolutionBackward0"
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, w, b), g)
+    x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
+    ref = F.conv2d(x64, w64, b64, padding=1)
+    refs = torch.autograd.grad(ref, (x64, w64, b64), g.double())
+
+    def rel(a, r):
+        return float((a.double() - r).abs().max() / r.abs().max())
+
+    assert rel(out, ref) < 3e-5
+    assert max(rel(a, r) for a, r in zip(grads, refs)) < 1e-5
+    layer = Conv2d(8, 12, 3, padding=1)
+    assert type(layer(x).grad_fn).__name__ == "NnpackSpatialConvolutionBackward0"  # the module takes it too
+    for case in (_winograd_case(batch=15), _winograd_case(size=8), _winograd_case(layout=torch.channels_last)):
+        assert type(conv3x3(*case).grad_fn).__name__ != "NnpackSpatialConvolutionBackward0"
+    with torch.backends.nnpack.flags(enabled=False):
+        assert type(conv3x3(x, w, b).grad_fn).__name__ != "NnpackSpatialConvolutionBackward0"
+    with torch.no_grad():  # the same numbers without autograd
+        torch.testing.assert_close(conv3x3(x, w, b), out.detach(), rtol=0, atol=0)

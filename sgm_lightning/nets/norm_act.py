@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import conv3x3
+
 #: ``recompute_norm_act="auto"`` per device type (docs/performance.md); CUDA is not measured yet
 AUTO_RECOMPUTE: dict[str, bool | str] = {"cpu": "norm", "cuda": False}
 
@@ -98,7 +100,7 @@ class _GroupNormSiLUConv(torch.autograd.Function):
             a = a.mul_(mask).mul_(1.0 / (1.0 - p))
         ctx.groups, ctx.padding, ctx.p = groups, padding, p
         ctx.save_for_backward(x, gn_w, gn_b, weight, mask, mean, rstd, a if keep_input else None)
-        return F.conv2d(a, weight, bias, padding=padding)
+        return conv3x3(a, weight, bias) if weight.shape[-2:] == (3, 3) else F.conv2d(a, weight, bias, padding=padding)
 
     @staticmethod
     def backward(ctx, grad):

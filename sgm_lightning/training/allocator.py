@@ -1,4 +1,5 @@
-"""Keep freed memory in the process (glibc's ``malloc``), so training steps stop page-faulting.
+"""Keep freed memory in the process (glibc's ``malloc``), so training and sampling steps stop
+page-faulting (``sgm train`` unless ``keep_freed_memory=false``, and ``sgm sample``).
 
 A training step allocates its activations in the forward pass and frees them in the backward.
 glibc gives the freed top of its heap back to the kernel once it exceeds the trim threshold, and

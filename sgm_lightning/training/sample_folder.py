@@ -22,6 +22,7 @@ import yaml
 from ..images import save_png, to_uint8
 from ..paths import atomic_file, write_text_atomic
 from ..sampling.draw import draw_samples
+from .allocator import keep_freed_memory
 
 PNG_DIR, GRID, NPZ, SETTINGS = "png", "grid.png", "samples.npz", "sample_config.yaml"
 #: settings that do not change any image (free to differ between runs into one DIR)
@@ -167,6 +168,7 @@ class IndexSampler(pl.LightningModule):
         return torch.utils.data.DataLoader(share, batch_size=self.settings["batch_size"], shuffle=False)
 
     def on_predict_start(self) -> None:
+        keep_freed_memory()  # every sampler step frees and re-allocates the network's activations
         if self.settings["exact"] and self.device.type == "cpu":
             torch.set_num_threads(1)
         self.net.eval()
