@@ -14,8 +14,9 @@ variant, official, ...) so that load from other processes hits every side alike:
 - ``e2e``: ``sgm train`` itself (a subprocess: the Trainer loop, data loader with the config's
   workers, logging; CIFAR-10 files of random pixels in the real format, the config's settings
   otherwise) against the official raw step loop (``run_lib.train``'s inner step on a fixed batch,
-  no data loader), each the median img/s over steps after ``--warmup``; our raw step loop is run
-  the same way beside them, so the end-to-end ratio stands next to the raw-step ratio.
+  no data loader), each the median img/s over steps after ``--warmup``; our raw step loop runs
+  step by step in turn with the official one, so the end-to-end ratio stands next to the
+  raw-step ratio.
 - Speed rounds run with freed memory kept in the process (:mod:`sgm_lightning.training.allocator`,
   as ``sgm train``), for both sides alike: with glibc's defaults each step page-faults its
   activations back in (about 200,000 faults and 1-3 s of system time per step here, more for the
@@ -405,14 +406,13 @@ def end_to_end(net: str, args, threads: int) -> list[tuple]:
     off = Official(net, args.batch, args.device)
     ours = Ours(net, args.batch, args.device, off.cfg, off.net.state_dict(), {})
     x, _ = inputs(net, off.cfg, args.batch, args.device)
-    rates = {}
-    for name, side in (("official", off), ("ours", ours)):
-        times = []
-        for _ in range(steps):
+    times = {"official": [], "ours": []}
+    for _ in range(steps):  # the two raw loops step by step in turn, so drift hits both alike
+        for name, side in (("official", off), ("ours", ours)):
             t0 = time.perf_counter()
             side.step(x)
-            times.append(time.perf_counter() - t0)
-        rates[name] = args.batch / statistics.median(times[args.warmup:])
+            times[name].append(time.perf_counter() - t0)
+    rates = {name: args.batch / statistics.median(t[args.warmup:]) for name, t in times.items()}
     del off, ours
     with tempfile.TemporaryDirectory() as root:
         write_cifar10_files(root)

@@ -227,7 +227,8 @@ class ScoreModule(pl.LightningModule):
 
 
 #: ``optim.implementation=auto``: the device types where PyTorch has a fused Adam kernel (one pass per
-#: tensor; on CPU the per-tensor loop costs 0.44 s per NCSN++ CIFAR-10 step, fused 0.05 s: docs/performance.md)
+#: tensor; on 2 CPU threads an NCSN++ CIFAR-10 Adam step takes 115-156 ms with the per-tensor loop and
+#: 42-47 ms fused: docs/performance.md, scripts/bench_levers.py)
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
