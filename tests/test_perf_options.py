@@ -101,18 +101,19 @@ def test_conv1x1_as_matmul_is_the_convolution(channels_last):
     assert torch.autograd.gradcheck(lambda x, w, b: conv1x1(x.contiguous(memory_format=layout), w, b), (x, w, b))
 
 
-def _winograd_case(batch=16, size=16, layout=torch.contiguous_format):
+def _winograd_case(batch=16, size=16, layout=torch.contiguous_format, cin=64, cout=72):
     torch.manual_seed(0)
-    x = torch.randn(batch, 8, size, size).contiguous(memory_format=layout).requires_grad_(True)
-    w = (torch.randn(12, 8, 3, 3) / 72**0.5).requires_grad_(True)
-    b = torch.randn(12, requires_grad=True)
+    x = torch.randn(batch, cin, size, size).contiguous(memory_format=layout).requires_grad_(True)
+    w = (torch.randn(cout, cin, 3, 3) / (9 * cin) ** 0.5).requires_grad_(True)
+    b = torch.randn(cout, requires_grad=True)
     return x, w, b
 
 
 @pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch has no NNPACK")
 def test_winograd_conv3x3_is_the_convolution_and_only_where_chosen():
-    """Winograd (NNPACK) forward on batches >= 16 of >= 256-pixel maps: within 3e-5 of float64 in
-    the output, 1e-5 in every gradient (oneDNN's backward); plain oneDNN elsewhere."""
+    """Winograd (NNPACK) forward on batches >= 16 of >= 256-pixel maps with >= 64 channels in and
+    out: within 3e-5 of float64 in the output, 1e-5 in every gradient (oneDNN's backward); plain
+    oneDNN elsewhere."""
     from sgm_lightning.nets.layers import Conv2d, conv3x3
 
     x, w, b = _winograd_case()
@@ -129,9 +130,10 @@ def test_winograd_conv3x3_is_the_convolution_and_only_where_chosen():
 
     assert rel(out, ref) < 3e-5
     assert max(rel(a, r) for a, r in zip(grads, refs)) < 1e-5
-    layer = Conv2d(8, 12, 3, padding=1)
+    layer = Conv2d(64, 72, 3, padding=1)
     assert type(layer(x).grad_fn).__name__ == "NnpackSpatialConvolutionBackward0"  # the module takes it too
-    for case in (_winograd_case(batch=15), _winograd_case(size=8), _winograd_case(layout=torch.channels_last)):
+    for case in (_winograd_case(batch=15), _winograd_case(size=8), _winograd_case(layout=torch.channels_last),
+                 _winograd_case(cin=63), _winograd_case(cout=1)):
         assert type(conv3x3(*case).grad_fn).__name__ != "NnpackSpatialConvolutionBackward0"
     with torch.backends.nnpack.flags(enabled=False):
         assert type(conv3x3(x, w, b).grad_fn).__name__ != "NnpackSpatialConvolutionBackward0"

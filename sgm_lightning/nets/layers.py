@@ -35,10 +35,12 @@ def default_init_(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return weight.uniform_(-1.0, 1.0).mul_(math.sqrt(3 * scale / fan_avg))
 
 
-#: Winograd (NNPACK) for the forward of a 3x3 'same' convolution on CPU from this batch and pixel
-#: count on: 1.3-2x faster than oneDNN's direct convolution at batch 16 on 32x32 / 16x16 maps, slower
-#: on 8x8 maps and at batch 1-4 (docs/performance.md); the backward stays oneDNN's
-WINOGRAD_MIN_BATCH, WINOGRAD_MIN_PIXELS = 16, 256
+#: Winograd (NNPACK) for the forward of a 3x3 'same' convolution on CPU from this batch, pixel count
+#: and width (input and output channels) on: 1.3-2x faster than oneDNN's direct convolution at batch
+#: 16 on 32x32 / 16x16 maps of 128-512 channels; slower on 8x8 maps, at batch 1-4 and for narrow
+#: layers (16 channels: 0.94x; 1 -> 16 and 16 -> 1 made the digits training step 1.2x slower)
+#: (docs/performance.md); the backward stays oneDNN's
+WINOGRAD_MIN_BATCH, WINOGRAD_MIN_PIXELS, WINOGRAD_MIN_CHANNELS = 16, 256, 64
 
 
 @functools.cache
@@ -50,12 +52,14 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     """``F.conv2d(x, weight, bias, padding=1)`` for a 3x3 ``weight``; Winograd on large CPU batches.
 
     NNPACK's Winograd F(6x6, 3x3) is used for float32 NCHW batches of at least
-    :data:`WINOGRAD_MIN_BATCH` images of :data:`WINOGRAD_MIN_PIXELS` pixels (relative error ~1e-5
+    :data:`WINOGRAD_MIN_BATCH` images of :data:`WINOGRAD_MIN_PIXELS` pixels, with at least
+    :data:`WINOGRAD_MIN_CHANNELS` input and output channels (relative error ~1e-5
     against float64, oneDNN's ~3e-6; fixed per shape, so runs stay reproducible), unless
     ``torch.backends.nnpack.flags(enabled=False)``, autocast or ``torch.compile`` is in effect.
     """
     if (x.device.type == "cpu" and x.dtype == torch.float32 and x.ndim == 4 and x.shape[0] >= WINOGRAD_MIN_BATCH
-            and x.shape[2] * x.shape[3] >= WINOGRAD_MIN_PIXELS and x.is_contiguous() and weight.dtype == x.dtype
+            and x.shape[2] * x.shape[3] >= WINOGRAD_MIN_PIXELS and min(weight.shape[:2]) >= WINOGRAD_MIN_CHANNELS
+            and x.is_contiguous() and weight.dtype == x.dtype
             and torch._C._get_nnpack_enabled() and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling() and _nnpack()):
         return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
