@@ -36,4 +36,6 @@ def test_a_second_step_does_not_fault_its_memory_back_in():
     default, kept = faults_of_a_second_step("default"), faults_of_a_second_step("keep")
     print(f"minor faults of the second step: glibc defaults {default}, kept {kept}")
     assert default > 24 * 2048 // 2  # glibc's defaults give back and re-fault at least half of the 192 MiB
-    assert kept < 200  # 4 KiB pages: 192 MiB would be 49,152 faults
+    # 4 KiB pages: 192 MiB would be 49,152 faults; kept, the step re-uses its memory (0 here; one CI
+    # run saw 2,048, one tensor placed on fresh heap), so at most 2 of the 24 tensors may be new
+    assert kept <= 2 * 2048
