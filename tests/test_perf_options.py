@@ -109,33 +109,112 @@ def _winograd_case(batch=16, size=16, layout=torch.contiguous_format, cin=64, co
     return x, w, b
 
 
+def _ops_called(fn) -> list:
+    """(op name, args) of every aten op ``fn`` runs (the backward included when it calls autograd)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls.append((func.__name__, args))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return calls
+
+
+def _rel(a, r):
+    return float((a.double() - r).abs().max() / r.abs().max())
+
+
 @pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch has no NNPACK")
 def test_winograd_conv3x3_is_the_convolution_and_only_where_chosen():
-    """Winograd (NNPACK) forward on batches >= 16 of >= 256-pixel maps with >= 64 channels in and
-    out: within 3e-5 of float64 in the output, 1e-5 in every gradient (oneDNN's backward); plain
-    oneDNN elsewhere."""
+    """Winograd (NNPACK) forward and input gradient on batches >= 16 of >= 256-pixel maps with >= 64
+    channels in and out: within 3e-5 of float64 in the output and the input gradient, 1e-5 in the
+    weight and bias gradients (oneDNN's); plain oneDNN elsewhere."""
     from sgm_lightning.nets.layers import Conv2d, conv3x3
 
     x, w, b = _winograd_case()
     out = conv3x3(x, w, b)
-    assert type(out.grad_fn).__name__ == "NnpackSpatialConvolutionBackward0"
+    assert type(out.grad_fn).__name__ == "_Conv3x3Backward"
     g = torch.randn_like(out)
-    grads = torch.autograd.grad(out, (x, w, b), g)
+    grads = []
+    calls = _ops_called(lambda: grads.extend(torch.autograd.grad(out, (x, w, b), g)))
+    names = [name for name, _ in calls]
+    assert names.count("_nnpack_spatial_convolution.default") == 1  # the input gradient
+    assert "convolution_backward.default" not in names and names.count("bmm.default") == 1  # F(3x3, 4x4)
     x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
     ref = F.conv2d(x64, w64, b64, padding=1)
     refs = torch.autograd.grad(ref, (x64, w64, b64), g.double())
-
-    def rel(a, r):
-        return float((a.double() - r).abs().max() / r.abs().max())
-
-    assert rel(out, ref) < 3e-5
-    assert max(rel(a, r) for a, r in zip(grads, refs)) < 1e-5
+    assert _rel(out, ref) < 3e-5
+    assert _rel(grads[0], refs[0]) < 3e-5 and _rel(grads[1], refs[1]) < 3e-5
+    assert _rel(grads[2], refs[2]) < 1e-5
     layer = Conv2d(64, 72, 3, padding=1)
-    assert type(layer(x).grad_fn).__name__ == "NnpackSpatialConvolutionBackward0"  # the module takes it too
+    assert type(layer(x).grad_fn).__name__ == "_Conv3x3Backward"  # the module takes it too
     for case in (_winograd_case(batch=15), _winograd_case(size=8), _winograd_case(layout=torch.channels_last),
                  _winograd_case(cin=63), _winograd_case(cout=1)):
-        assert type(conv3x3(*case).grad_fn).__name__ != "NnpackSpatialConvolutionBackward0"
+        assert type(conv3x3(*case).grad_fn).__name__ == "ConvolutionBackward0"
     with torch.backends.nnpack.flags(enabled=False):
-        assert type(conv3x3(x, w, b).grad_fn).__name__ != "NnpackSpatialConvolutionBackward0"
+        assert type(conv3x3(x, w, b).grad_fn).__name__ == "ConvolutionBackward0"
     with torch.no_grad():  # the same numbers without autograd
         torch.testing.assert_close(conv3x3(x, w, b), out.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(16, 64, 72, 20, 24), (2, 3, 5, 8, 4)])
+def test_winograd_weight_gradient_is_the_convolutions(shape):
+    """F(3x3, 4x4) over 4x4 tiles of the output gradient: within 3e-5 of float64 (oneDNN: ~5e-6)."""
+    from sgm_lightning.nets.layers import conv3x3_weight_grad
+
+    b, cin, cout, h, w = shape
+    torch.manual_seed(0)
+    x, g = torch.randn(b, cin, h, w), torch.randn(b, cout, h, w)
+    ref = torch.ops.aten.convolution_backward(g.double(), x.double(), torch.zeros(cout, cin, 3, 3, dtype=torch.float64),
+                                              None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False])[1]
+    got = conv3x3_weight_grad(g, x)
+    assert got.shape == (cout, cin, 3, 3) and got.is_contiguous()
+    assert _rel(got, ref) < 3e-5
+
+
+@pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch has no NNPACK")
+def test_winograd_weight_gradient_only_where_chosen():
+    """oneDNN keeps the weight gradient where F(3x3, 4x4) measured slower (more input than output
+    channels on 32x32 maps) or does not tile (sides not a multiple of 4)."""
+    from sgm_lightning.nets.layers import conv3x3
+
+    for case in (_winograd_case(size=32, cin=72, cout=64), _winograd_case(size=18)):
+        out = conv3x3(*case)
+        assert type(out.grad_fn).__name__ == "_Conv3x3Backward"
+        calls = _ops_called(lambda out=out, case=case: torch.autograd.grad(out, case, torch.ones_like(out)))
+        (bw_args,) = [a for name, a in calls if name == "convolution_backward.default"]
+        assert list(bw_args[-1]) == [False, True, True]  # the input gradient is still Winograd's
+        assert [name for name, _ in calls].count("_nnpack_spatial_convolution.default") == 1
+
+
+@pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch has no NNPACK")
+@pytest.mark.parametrize("recompute", [True, "norm"])
+def test_lean_norm_act_conv_takes_the_winograd_input_gradient(recompute):
+    """The memory-lean GroupNorm-SiLU-conv backs its conv through the same Winograd input gradient:
+    its gradients are within 3e-5 of float64's."""
+    from torch import nn
+
+    from sgm_lightning.nets.layers import conv, group_norm
+    from sgm_lightning.nets.norm_act import norm_act_conv
+
+    torch.manual_seed(0)
+    norm, act, layer = group_norm(64), nn.SiLU(), conv(64, 64)
+    x = torch.randn(16, 64, 16, 16, requires_grad=True)
+    params = (x, norm.weight, norm.bias, layer.weight, layer.bias)
+    out = norm_act_conv(norm, act, layer, x, recompute=recompute)
+    assert type(out.grad_fn).__name__ == "_GroupNormSiLUConvBackward"
+    g = torch.randn_like(out)
+    grads = []
+    names = [name for name, _ in _ops_called(lambda: grads.extend(torch.autograd.grad(out, params, g)))]
+    assert names.count("_nnpack_spatial_convolution.default") == 1
+    norm64, layer64 = group_norm(64).double(), conv(64, 64).double()
+    norm64.load_state_dict(norm.state_dict()), layer64.load_state_dict(layer.state_dict())
+    x64 = x.detach().double().requires_grad_(True)
+    ref = layer64(F.silu(norm64(x64)))
+    refs = torch.autograd.grad(ref, (x64, norm64.weight, norm64.bias, layer64.weight, layer64.bias), g.double())
+    assert max(_rel(a, r) for a, r in zip(grads, refs)) < 3e-5

@@ -48,6 +48,15 @@ def _nnpack() -> bool:
     return torch.backends.nnpack.is_available()  # also initialises NNPACK, which its convolution needs
 
 
+def winograd_chosen(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`conv3x3` of ``x`` with ``weight`` runs NNPACK's Winograd (the rule in its docstring)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.ndim == 4 and x.shape[0] >= WINOGRAD_MIN_BATCH
+            and x.shape[2] * x.shape[3] >= WINOGRAD_MIN_PIXELS and min(weight.shape[:2]) >= WINOGRAD_MIN_CHANNELS
+            and x.is_contiguous() and weight.dtype == x.dtype
+            and torch._C._get_nnpack_enabled() and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling() and _nnpack())
+
+
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` for a 3x3 ``weight``; Winograd on large CPU batches.
 
@@ -56,14 +65,121 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     :data:`WINOGRAD_MIN_CHANNELS` input and output channels (relative error ~1e-5
     against float64, oneDNN's ~3e-6; fixed per shape, so runs stay reproducible), unless
     ``torch.backends.nnpack.flags(enabled=False)``, autocast or ``torch.compile`` is in effect.
+    The input gradient is then Winograd too (:func:`conv3x3_backward`); weight and bias gradients
+    are oneDNN's.
     """
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and x.ndim == 4 and x.shape[0] >= WINOGRAD_MIN_BATCH
-            and x.shape[2] * x.shape[3] >= WINOGRAD_MIN_PIXELS and min(weight.shape[:2]) >= WINOGRAD_MIN_CHANNELS
-            and x.is_contiguous() and weight.dtype == x.dtype
-            and torch._C._get_nnpack_enabled() and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and _nnpack()):
+    if not winograd_chosen(x, weight):
+        return F.conv2d(x, weight, bias, padding=1)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _Conv3x3.apply(x, weight, bias)
+    return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
+
+
+def conv3x3_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need: tuple[bool, bool, bool]):
+    """Gradients of ``F.conv2d(x, weight, bias, padding=1)`` for 3x3 ``weight``: (input, weight, bias).
+
+    The input gradient is the 'same' convolution of ``grad`` with the kernel flipped and its
+    channels swapped, so it runs NNPACK's Winograd where :func:`winograd_chosen` says so for that
+    convolution; the weight gradient runs :func:`conv3x3_weight_grad` where
+    :func:`winograd_weight_grad_chosen` says so; the rest is oneDNN's ``convolution_backward``.
+    """
+    g_x = g_w = g_b = None
+    flipped = weight.transpose(0, 1)
+    if need[0] and winograd_chosen(grad, flipped):
+        g_x = torch._nnpack_spatial_convolution(grad, flipped.flip(2, 3).contiguous(), None, [1, 1])
+        need = (False, need[1], need[2])
+    if need[1] and winograd_weight_grad_chosen(grad, x, weight):
+        g_w = conv3x3_weight_grad(grad, x)
+        g_b = grad.sum((0, 2, 3)) if need[2] else None
+        need = (need[0], False, False)
+    if any(need):
+        g = torch.ops.aten.convolution_backward(grad, x, weight, [weight.shape[0]], [1, 1], [1, 1], [1, 1], False,
+                                                [0, 0], 1, list(need))
+        g_x, g_w, g_b = (a if a is not None else b for a, b in zip((g_x, g_w, g_b), g))
+    return g_x, g_w, g_b
+
+
+#: the tile of grad that one Winograd weight-gradient product covers (F(3x3, 4x4), 6x6 input tiles)
+WINOGRAD_WEIGHT_TILE = 4
+
+
+def winograd_weight_grad_chosen(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Where :func:`conv3x3_weight_grad` is faster than oneDNN's: the maps and channels of
+    :func:`winograd_chosen`, sides a multiple of 4, and not more input than output channels on maps
+    of 1024 pixels or more (there the 2.25x larger transformed input costs more than it saves:
+    0.93x at 256 -> 128 channels on 32x32; 1.4-2.1x elsewhere, docs/performance.md)."""
+    h, w = x.shape[-2:] if x.ndim == 4 else (0, 0)
+    return (winograd_chosen(x, weight) and grad.is_contiguous() and grad.dtype == x.dtype
+            and h % WINOGRAD_WEIGHT_TILE == 0 and w % WINOGRAD_WEIGHT_TILE == 0
+            and (h * w < 1024 or weight.shape[1] <= weight.shape[0]))
+
+
+@functools.cache
+def _toom_cook_3(m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Winograd's F(3, m) (Lavin & Gray 2016): 3 outputs of an m-tap correlation from a = m + 2
+    inputs, y = A^T ((G g) * (B^T d)), built by Toom-Cook at the points 0, +-1, +-2, ... and infinity.
+
+    A^T and G are the Vandermonde rows of the points (G divided by each point's Lagrange
+    denominator); B^T is then the unique solution of the bilinear identity, solved in float64.
+    Returned as 2-D transforms (Kronecker squares) in float32: A^T (9, a^2), G (a^2, m^2), B^T (a^2, a^2).
+    """
+    a = m + 2
+    pts = torch.tensor([0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5][:a - 1], dtype=torch.float64)
+    at = torch.zeros(3, a, dtype=torch.float64)
+    at[:, :-1] = pts ** torch.arange(3.0)[:, None]
+    at[-1, -1] = 1.0
+    denom = torch.stack([torch.prod(torch.cat([p - pts[:j], p - pts[j + 1:]])) for j, p in enumerate(pts)])
+    g = torch.zeros(a, m, dtype=torch.float64)
+    g[:-1] = pts[:, None] ** torch.arange(float(m)) / denom[:, None]
+    g[-1, -1] = 1.0
+    # sum_j A^T[i, j] G[j, k] B^T[j, l] = [l == i + k] for every output i, tap k and input l
+    lhs = (at[:, None, :] * g.T[None, :, :]).reshape(3 * m, a)
+    rhs = torch.zeros(3, m, a, dtype=torch.float64)
+    for i in range(3):
+        for k in range(m):
+            rhs[i, k, i + k] = 1.0
+    bt = torch.linalg.lstsq(lhs, rhs.reshape(3 * m, a)).solution
+    assert float((lhs @ bt - rhs.reshape(3 * m, a)).abs().max()) < 1e-9
+    return tuple(torch.kron(t, t).float() for t in (at, g, bt))
+
+
+def conv3x3_weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``dL/dweight`` ``(C_out, C_in, 3, 3)`` of ``F.conv2d(x, weight, padding=1)`` from ``grad = dL/dout``.
+
+    Each weight tap is the correlation of the padded input with ``grad``. Over 4x4 tiles of
+    ``grad`` and the 6x6 input tiles under them, Winograd's F(3x3, 4x4) turns it into 36 matrix
+    products (C_out, tiles) @ (tiles, C_in), summed over the batch: a quarter of the direct
+    multiplications, plus transforms that cost 2.25x the input and gradient in memory traffic.
+    Contiguous NCHW, sides a multiple of 4; relative error ~1e-5 against float64 (oneDNN's ~5e-6).
+    """
+    b, c_in, h, w = x.shape
+    c_out, m = grad.shape[1], WINOGRAD_WEIGHT_TILE
+    a, ty, tx = m + 2, h // m, w // m
+    at, g_t, bt = (t.to(x.device) for t in _toom_cook_3(m))
+    xp = F.pad(x, (1, 1, 1, 1)).contiguous()
+    hp, wp = h + 2, w + 2
+    tiles = xp.as_strided((a, a, c_in, b, ty, tx), (wp, 1, hp * wp, c_in * hp * wp, m * wp, m))  # 6x6, stride 4
+    x_hat = torch.mm(bt, tiles.reshape(a * a, -1)).view(a * a, c_in, -1)
+    g_tiles = grad.view(b, c_out, ty, m, tx, m).permute(3, 5, 1, 0, 2, 4).reshape(m * m, -1)
+    g_hat = torch.mm(g_t, g_tiles).view(a * a, c_out, -1)
+    w_hat = torch.bmm(g_hat, x_hat.transpose(1, 2))  # (a^2, C_out, C_in)
+    return torch.mm(at, w_hat.view(a * a, -1)).view(3, 3, c_out, c_in).permute(2, 3, 0, 1).contiguous()
+
+
+class _Conv3x3(torch.autograd.Function):
+    """Winograd 3x3 'same' convolution whose backward is :func:`conv3x3_backward`."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
         return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
-    return F.conv2d(x, weight, bias, padding=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        return conv3x3_backward(grad.contiguous(), x, weight, (need[0], need[1], need[2] and ctx.has_bias))
 
 
 class Conv2d(nn.Conv2d):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import conv3x3
+from .layers import conv3x3, conv3x3_backward
 
 #: ``recompute_norm_act="auto"`` per device type (docs/performance.md); CUDA is not measured yet
 AUTO_RECOMPUTE: dict[str, bool | str] = {"cpu": "norm", "cuda": False}
@@ -111,9 +111,12 @@ class _GroupNormSiLUConv(torch.autograd.Function):
             a = F.silu(y)
             if mask is not None:
                 a = a.mul_(mask).mul_(1.0 / (1.0 - ctx.p))
-        g_a, g_w, g_b = torch.ops.aten.convolution_backward(
-            grad, a, weight, [weight.shape[0]], [1, 1], [ctx.padding] * 2, [1, 1], False, [0, 0], 1,
-            [any(need[:3]), need[3], need[4]])
+        mask3 = (any(need[:3]), need[3], need[4])
+        if weight.shape[-2:] == (3, 3):
+            g_a, g_w, g_b = conv3x3_backward(grad.contiguous(), a, weight, mask3)
+        else:
+            g_a, g_w, g_b = torch.ops.aten.convolution_backward(
+                grad, a, weight, [weight.shape[0]], [1, 1], [ctx.padding] * 2, [1, 1], False, [0, 0], 1, list(mask3))
         del a
         g_x = g_gw = g_gb = None
         if any(need[:3]):
