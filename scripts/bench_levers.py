@@ -4,9 +4,11 @@
   loop, ``foreach`` and ``fused`` kernels (``optim.implementation``), random gradients.
 - ``dropout``: the lean path's dropout mask on a (16, 128, 32, 32) activation, ``bernoulli_`` vs
   ``rand >= p`` (what ``norm_act_conv`` draws).
-- ``conv``: a 3x3 'same' convolution at the CIFAR-10 U-Nets' shapes, forward with oneDNN vs
-  Winograd (:func:`sgm_lightning.nets.layers.conv3x3`), and the input gradient both ways (Winograd
-  over the flipped, transposed kernel; not used: no faster).
+- ``conv``: a 3x3 'same' convolution at the CIFAR-10 U-Nets' shapes, each part with oneDNN and
+  with Winograd: the forward (NNPACK, :func:`sgm_lightning.nets.layers.conv3x3`), the input
+  gradient (NNPACK over the flipped, transposed kernel) and the weight gradient (our F(3x3, 4x4),
+  :func:`~sgm_lightning.nets.layers.conv3x3_weight_grad`), and which one ``conv3x3`` takes; run
+  with freed memory kept (as ``sgm train``), timings in turn.
 - ``faults``: training steps of the NCSN++ CIFAR-10 network (forward + backward + Adam) in a fresh
   process with glibc's defaults and with :func:`~sgm_lightning.training.allocator.keep_freed_memory`:
   minor page faults, system time and wall time per step after two warm-up steps.
@@ -69,27 +71,47 @@ def dropout(repeat: int) -> None:
 
 
 def conv_case(batch: int, cin: int, cout: int, size: int, repeat: int) -> None:
-    from sgm_lightning.nets.layers import conv3x3
+    from sgm_lightning.nets import layers
 
     A = torch.ops.aten
     x, w = torch.randn(batch, cin, size, size), torch.randn(cout, cin, 3, 3) / (9 * cin) ** 0.5
     g = torch.randn(batch, cout, size, size)
-    direct = best_ms(lambda: F.conv2d(x, w, padding=1), repeat)
-    wino = best_ms(lambda: torch._nnpack_spatial_convolution(x, w, None, [1, 1]), repeat)
-    gin = best_ms(lambda: A.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                                                 [True, False, False]), repeat)
-    gin_w = best_ms(lambda: torch._nnpack_spatial_convolution(g, w.flip(2, 3).transpose(0, 1), None, [1, 1]), repeat)
-    used = type(conv3x3(x.clone().requires_grad_(), w, None).grad_fn).__name__
-    used = "Winograd" if used.startswith("Nnpack") else "oneDNN"
-    print(f"conv3x3  batch {batch:2} {cin:3}->{cout:3} at {size:2}x{size:<2}: forward oneDNN {direct:6.1f} ms, "
-          f"Winograd {wino:6.1f} ms ({direct / wino:4.2f}x; conv3x3 uses {used}); input gradient oneDNN "
-          f"{gin:6.1f} ms, Winograd {gin_w:6.1f} ms ({gin / gin_w:4.2f}x)", flush=True)
+    flipped = w.flip(2, 3).transpose(0, 1).contiguous()
+
+    def onednn_grad(part):
+        mask = [part == "input", part == "weight", False]
+        return lambda: A.convolution_backward(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
+
+    pairs = {  # part: (oneDNN, Winograd, whether conv3x3 takes Winograd)
+        "forward": (lambda: F.conv2d(x, w, padding=1), lambda: torch._nnpack_spatial_convolution(x, w, None, [1, 1]),
+                    layers.winograd_chosen(x, w)),
+        "input gradient": (onednn_grad("input"), lambda: torch._nnpack_spatial_convolution(g, flipped, None, [1, 1]),
+                           layers.winograd_chosen(g, w.transpose(0, 1))),
+        "weight gradient": (onednn_grad("weight"), lambda: layers.conv3x3_weight_grad(g, x),
+                            layers.winograd_weight_grad_chosen(x, w)),
+    }
+    times = {part: ([], []) for part in pairs}
+    for _ in range(repeat):  # in turn, so that load hits both alike
+        for part, (direct, wino, _) in pairs.items():
+            times[part][0].append(best_ms(direct, 1))
+            times[part][1].append(best_ms(wino, 1))
+    cells = []
+    for part, (direct, wino) in times.items():
+        d, v = min(direct), min(wino)
+        cells.append(f"{part} {d:6.1f} -> {v:6.1f} ms ({d / v:4.2f}x, {'used' if pairs[part][2] else 'not used'})")
+    print(f"conv3x3  batch {batch:2} {cin:3}->{cout:3} at {size:2}x{size:<2}: oneDNN -> Winograd: " + "; ".join(cells),
+          flush=True)
 
 
 def conv(repeat: int) -> None:
+    from sgm_lightning.training.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as sgm train: fresh tensors would page-fault in each call otherwise
     for batch in (16, 4):
-        for cin, cout, size in ((128, 128, 32), (256, 256, 16), (256, 256, 8), (384, 128, 32), (512, 256, 16)):
-            conv_case(batch, cin, cout, size, repeat)
+        for cin, cout, size in ((128, 128, 32), (256, 128, 32), (128, 256, 32), (256, 256, 32), (256, 256, 16),
+                                (512, 256, 16), (256, 256, 8)):
+            if batch == 16 or size == 32:
+                conv_case(batch, cin, cout, size, repeat)
 
 
 FAULTS_CHILD = """

@@ -136,7 +136,7 @@ def test_winograd_conv3x3_is_the_convolution_and_only_where_chosen():
     weight and bias gradients (oneDNN's); plain oneDNN elsewhere."""
     from sgm_lightning.nets.layers import Conv2d, conv3x3
 
-    x, w, b = _winograd_case()
+    x, w, b = _winograd_case(cin=128, cout=136)
     out = conv3x3(x, w, b)
     assert type(out.grad_fn).__name__ == "_Conv3x3Backward"
     g = torch.randn_like(out)
@@ -151,7 +151,7 @@ def test_winograd_conv3x3_is_the_convolution_and_only_where_chosen():
     assert _rel(out, ref) < 3e-5
     assert _rel(grads[0], refs[0]) < 3e-5 and _rel(grads[1], refs[1]) < 3e-5
     assert _rel(grads[2], refs[2]) < 1e-5
-    layer = Conv2d(64, 72, 3, padding=1)
+    layer = Conv2d(128, 72, 3, padding=1)
     assert type(layer(x).grad_fn).__name__ == "_Conv3x3Backward"  # the module takes it too
     for case in (_winograd_case(batch=15), _winograd_case(size=8), _winograd_case(layout=torch.channels_last),
                  _winograd_case(cin=63), _winograd_case(cout=1)):
@@ -178,24 +178,32 @@ def test_winograd_weight_gradient_is_the_convolutions(shape):
 
 
 @pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch has no NNPACK")
-def test_winograd_weight_gradient_only_where_chosen():
-    """oneDNN keeps the weight gradient where F(3x3, 4x4) measured slower (more input than output
-    channels on 32x32 maps) or does not tile (sides not a multiple of 4)."""
+@pytest.mark.parametrize("case, nnpack_input_grad, winograd_weight_grad", [
+    (dict(size=32, cin=136, cout=128), True, False),  # batch 16, more input than output channels at 32x32
+    (dict(size=18, cin=128, cout=136), True, False),  # sides not a multiple of 4
+    (dict(cin=64, cout=136), True, False),  # narrower than 128 channels
+    (dict(batch=4, cin=128, cout=136), False, True),  # oneDNN forward, Winograd weight gradient
+    (dict(batch=4, size=32, cin=136, cout=128), False, True),
+])
+def test_winograd_backward_only_where_chosen(case, nnpack_input_grad, winograd_weight_grad):
+    """Each gradient takes Winograd only where it measured faster; oneDNN computes the rest."""
     from sgm_lightning.nets.layers import conv3x3
 
-    for case in (_winograd_case(size=32, cin=72, cout=64), _winograd_case(size=18)):
-        out = conv3x3(*case)
-        assert type(out.grad_fn).__name__ == "_Conv3x3Backward"
-        calls = _ops_called(lambda out=out, case=case: torch.autograd.grad(out, case, torch.ones_like(out)))
-        (bw_args,) = [a for name, a in calls if name == "convolution_backward.default"]
-        assert list(bw_args[-1]) == [False, True, True]  # the input gradient is still Winograd's
-        assert [name for name, _ in calls].count("_nnpack_spatial_convolution.default") == 1
+    args = _winograd_case(**case)
+    out = conv3x3(*args)
+    assert type(out.grad_fn).__name__ == "_Conv3x3Backward"
+    calls = _ops_called(lambda: torch.autograd.grad(out, args, torch.ones_like(out)))
+    names = [name for name, _ in calls]
+    assert names.count("_nnpack_spatial_convolution.default") == int(nnpack_input_grad)
+    assert names.count("bmm.default") == int(winograd_weight_grad)
+    (bw_args,) = [a for name, a in calls if name == "convolution_backward.default"]
+    assert list(bw_args[-1]) == [not nnpack_input_grad, not winograd_weight_grad, not winograd_weight_grad]
 
 
 @pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch has no NNPACK")
 @pytest.mark.parametrize("recompute", [True, "norm"])
-def test_lean_norm_act_conv_takes_the_winograd_input_gradient(recompute):
-    """The memory-lean GroupNorm-SiLU-conv backs its conv through the same Winograd input gradient:
+def test_lean_norm_act_conv_takes_the_winograd_backward(recompute):
+    """The memory-lean GroupNorm-SiLU-conv backs its conv through the same Winograd gradients:
     its gradients are within 3e-5 of float64's."""
     from torch import nn
 
@@ -203,16 +211,16 @@ def test_lean_norm_act_conv_takes_the_winograd_input_gradient(recompute):
     from sgm_lightning.nets.norm_act import norm_act_conv
 
     torch.manual_seed(0)
-    norm, act, layer = group_norm(64), nn.SiLU(), conv(64, 64)
-    x = torch.randn(16, 64, 16, 16, requires_grad=True)
+    norm, act, layer = group_norm(128), nn.SiLU(), conv(128, 128)
+    x = torch.randn(16, 128, 16, 16, requires_grad=True)
     params = (x, norm.weight, norm.bias, layer.weight, layer.bias)
     out = norm_act_conv(norm, act, layer, x, recompute=recompute)
     assert type(out.grad_fn).__name__ == "_GroupNormSiLUConvBackward"
     g = torch.randn_like(out)
     grads = []
     names = [name for name, _ in _ops_called(lambda: grads.extend(torch.autograd.grad(out, params, g)))]
-    assert names.count("_nnpack_spatial_convolution.default") == 1
-    norm64, layer64 = group_norm(64).double(), conv(64, 64).double()
+    assert names.count("_nnpack_spatial_convolution.default") == 1 and names.count("bmm.default") == 1
+    norm64, layer64 = group_norm(128).double(), conv(128, 128).double()
     norm64.load_state_dict(norm.state_dict()), layer64.load_state_dict(layer.state_dict())
     x64 = x.detach().double().requires_grad_(True)
     ref = layer64(F.silu(norm64(x64)))

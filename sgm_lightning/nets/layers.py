@@ -35,12 +35,16 @@ def default_init_(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return weight.uniform_(-1.0, 1.0).mul_(math.sqrt(3 * scale / fan_avg))
 
 
-#: Winograd (NNPACK) for the forward of a 3x3 'same' convolution on CPU from this batch, pixel count
-#: and width (input and output channels) on: 1.3-2x faster than oneDNN's direct convolution at batch
-#: 16 on 32x32 / 16x16 maps of 128-512 channels; slower on 8x8 maps, at batch 1-4 and for narrow
-#: layers (16 channels: 0.94x; 1 -> 16 and 16 -> 1 made the digits training step 1.2x slower)
-#: (docs/performance.md); the backward stays oneDNN's
+#: Winograd (NNPACK) for the forward and the input gradient of a 3x3 'same' convolution on CPU from
+#: this batch, pixel count and width (input and output channels) on: 1.2-1.6x faster than oneDNN's
+#: direct convolution at batch 16 on 32x32 / 16x16 maps of 128-512 channels; slower on 8x8 maps,
+#: at batch 4 and for narrow layers (16 channels: 0.94x; 1 -> 16 and 16 -> 1 made the digits
+#: training step 1.2x slower) (docs/performance.md)
 WINOGRAD_MIN_BATCH, WINOGRAD_MIN_PIXELS, WINOGRAD_MIN_CHANNELS = 16, 256, 64
+#: our Winograd weight gradient (:func:`conv3x3_weight_grad`) from this width on, at any batch:
+#: 1.2-2.2x faster than oneDNN's at 128-512 channels on 16x16 / 32x32 maps, batch 1-16; 0.95x at 64,
+#: 0.2-0.45x at 16-32 channels
+WINOGRAD_WEIGHT_MIN_CHANNELS = 128
 
 
 @functools.cache
@@ -48,31 +52,51 @@ def _nnpack() -> bool:
     return torch.backends.nnpack.is_available()  # also initialises NNPACK, which its convolution needs
 
 
-def winograd_chosen(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether :func:`conv3x3` of ``x`` with ``weight`` runs NNPACK's Winograd (the rule in its docstring)."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.ndim == 4 and x.shape[0] >= WINOGRAD_MIN_BATCH
-            and x.shape[2] * x.shape[3] >= WINOGRAD_MIN_PIXELS and min(weight.shape[:2]) >= WINOGRAD_MIN_CHANNELS
-            and x.is_contiguous() and weight.dtype == x.dtype
-            and torch._C._get_nnpack_enabled() and not torch.is_autocast_enabled("cpu")
+def _winograd_allowed(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """float32 NCHW on CPU, with Winograd switched on (NNPACK's flag) and no autocast / compile."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.ndim == 4 and x.is_contiguous()
+            and weight.dtype == x.dtype and torch._C._get_nnpack_enabled() and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling() and _nnpack())
 
 
-def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias, padding=1)`` for a 3x3 ``weight``; Winograd on large CPU batches.
+def winograd_chosen(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`conv3x3` of ``x`` with ``weight`` runs NNPACK's Winograd (the rule in its docstring)."""
+    return (_winograd_allowed(x, weight) and x.shape[0] >= WINOGRAD_MIN_BATCH
+            and x.shape[2] * x.shape[3] >= WINOGRAD_MIN_PIXELS and min(weight.shape[:2]) >= WINOGRAD_MIN_CHANNELS)
 
-    NNPACK's Winograd F(6x6, 3x3) is used for float32 NCHW batches of at least
-    :data:`WINOGRAD_MIN_BATCH` images of :data:`WINOGRAD_MIN_PIXELS` pixels, with at least
-    :data:`WINOGRAD_MIN_CHANNELS` input and output channels (relative error ~1e-5
-    against float64, oneDNN's ~3e-6; fixed per shape, so runs stay reproducible), unless
-    ``torch.backends.nnpack.flags(enabled=False)``, autocast or ``torch.compile`` is in effect.
-    The input gradient is then Winograd too (:func:`conv3x3_backward`); weight and bias gradients
-    are oneDNN's.
+
+def winograd_weight_grad_chosen(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Where :func:`conv3x3_weight_grad` measured faster than oneDNN's weight gradient: maps of at
+    least 256 pixels with sides a multiple of 4, at least 128 channels in and out, except batches
+    of 16 or more on maps of 1024 pixels or more with more input than output channels (there the
+    2.25x larger transformed input costs more than it saves: 0.93-0.98x at 256 -> 128 on 32x32, while
+    batch 8 measured 1.61x), docs/performance.md."""
+    if not _winograd_allowed(x, weight):
+        return False
+    b, h, w = x.shape[0], x.shape[2], x.shape[3]
+    return (h * w >= WINOGRAD_MIN_PIXELS and h % WINOGRAD_WEIGHT_TILE == 0 and w % WINOGRAD_WEIGHT_TILE == 0
+            and min(weight.shape[:2]) >= WINOGRAD_WEIGHT_MIN_CHANNELS
+            and not (b >= WINOGRAD_MIN_BATCH and h * w >= 1024 and weight.shape[1] > weight.shape[0]))
+
+
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=1)`` for a 3x3 ``weight``; Winograd for wide CPU layers.
+
+    NNPACK's Winograd F(6x6, 3x3) runs the forward and the input gradient for float32 NCHW
+    batches of at least :data:`WINOGRAD_MIN_BATCH` images of :data:`WINOGRAD_MIN_PIXELS` pixels,
+    with at least :data:`WINOGRAD_MIN_CHANNELS` input and output channels (relative error ~1e-5
+    against float64, oneDNN's ~3e-6; fixed per shape, so runs stay reproducible); our
+    F(3x3, 4x4) the weight gradient where :func:`winograd_weight_grad_chosen` says so
+    (:func:`conv3x3_backward`); oneDNN the rest. ``torch.backends.nnpack.flags(enabled=False)``,
+    autocast or ``torch.compile`` turn every Winograd path off.
     """
-    if not winograd_chosen(x, weight):
-        return F.conv2d(x, weight, bias, padding=1)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-        return _Conv3x3.apply(x, weight, bias)
-    return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
+    forward = winograd_chosen(x, weight)
+    if (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+            and (forward or winograd_weight_grad_chosen(x, weight))):
+        return _Conv3x3.apply(x, weight, bias, forward)
+    if forward:
+        return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
+    return F.conv2d(x, weight, bias, padding=1)
 
 
 def conv3x3_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need: tuple[bool, bool, bool]):
@@ -88,7 +112,7 @@ def conv3x3_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, 
     if need[0] and winograd_chosen(grad, flipped):
         g_x = torch._nnpack_spatial_convolution(grad, flipped.flip(2, 3).contiguous(), None, [1, 1])
         need = (False, need[1], need[2])
-    if need[1] and winograd_weight_grad_chosen(grad, x, weight):
+    if need[1] and grad.is_contiguous() and winograd_weight_grad_chosen(x, weight):
         g_w = conv3x3_weight_grad(grad, x)
         g_b = grad.sum((0, 2, 3)) if need[2] else None
         need = (need[0], False, False)
@@ -101,17 +125,6 @@ def conv3x3_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, 
 
 #: the tile of grad that one Winograd weight-gradient product covers (F(3x3, 4x4), 6x6 input tiles)
 WINOGRAD_WEIGHT_TILE = 4
-
-
-def winograd_weight_grad_chosen(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Where :func:`conv3x3_weight_grad` is faster than oneDNN's: the maps and channels of
-    :func:`winograd_chosen`, sides a multiple of 4, and not more input than output channels on maps
-    of 1024 pixels or more (there the 2.25x larger transformed input costs more than it saves:
-    0.93x at 256 -> 128 channels on 32x32; 1.4-2.1x elsewhere, docs/performance.md)."""
-    h, w = x.shape[-2:] if x.ndim == 4 else (0, 0)
-    return (winograd_chosen(x, weight) and grad.is_contiguous() and grad.dtype == x.dtype
-            and h % WINOGRAD_WEIGHT_TILE == 0 and w % WINOGRAD_WEIGHT_TILE == 0
-            and (h * w < 1024 or weight.shape[1] <= weight.shape[0]))
 
 
 @functools.cache
@@ -167,19 +180,21 @@ def conv3x3_weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class _Conv3x3(torch.autograd.Function):
-    """Winograd 3x3 'same' convolution whose backward is :func:`conv3x3_backward`."""
+    """3x3 'same' convolution (NNPACK's Winograd when ``winograd``) whose backward is :func:`conv3x3_backward`."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, winograd: bool):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
+        if winograd:
+            return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
+        return F.conv2d(x, weight, bias, padding=1)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
-        return conv3x3_backward(grad.contiguous(), x, weight, (need[0], need[1], need[2] and ctx.has_bias))
+        return *conv3x3_backward(grad.contiguous(), x, weight, (need[0], need[1], need[2] and ctx.has_bias)), None
 
 
 class Conv2d(nn.Conv2d):
