@@ -54,9 +54,10 @@ def _nnpack() -> bool:
 
 def _winograd_allowed(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """float32 NCHW on CPU, with Winograd switched on (NNPACK's flag) and no autocast / compile."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.ndim == 4 and x.is_contiguous()
+    return (not torch.compiler.is_compiling()  # first: dynamo cannot trace the flag queries below
+            and x.device.type == "cpu" and x.dtype == torch.float32 and x.ndim == 4 and x.is_contiguous()
             and weight.dtype == x.dtype and torch._C._get_nnpack_enabled() and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and _nnpack())
+            and _nnpack())
 
 
 def winograd_chosen(x: torch.Tensor, weight: torch.Tensor) -> bool:
