@@ -226,3 +226,26 @@ def test_lean_norm_act_conv_takes_the_winograd_backward(recompute):
     ref = layer64(F.silu(norm64(x64)))
     refs = torch.autograd.grad(ref, (x64, norm64.weight, norm64.bias, layer64.weight, layer64.bias), g.double())
     assert max(_rel(a, r) for a, r in zip(grads, refs)) < 3e-5
+
+
+@pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch has no NNPACK")
+def test_eval_mode_gradients_skip_the_weights():
+    """In eval mode (likelihoods, guidance) the convolutions keep autograd's own backward: a gradient
+    with respect to the input alone computes no weight gradient (custom backwards compute all)."""
+    from torch import nn
+
+    from sgm_lightning.nets.layers import Conv2d, group_norm
+    from sgm_lightning.nets.norm_act import norm_act_conv
+
+    x = _winograd_case(cin=128)[0]
+    layer, norm = Conv2d(128, 136, 3, padding=1), group_norm(128)
+    for train in (True, False):
+        layer.train(train), norm.train(train)
+        for out in (layer(x), norm_act_conv(norm, nn.SiLU(), layer, x, recompute="norm")):
+            calls = _ops_called(lambda out=out: torch.autograd.grad(out, x, torch.ones_like(out)))
+            names = [name for name, _ in calls]
+            masks = [list(a[-1]) for name, a in calls if name == "convolution_backward.default"]
+            if train:  # the Winograd weight gradient ran, although only x's gradient was asked for
+                assert names.count("bmm.default") == 1
+            else:
+                assert "bmm.default" not in names and masks == [[True, False, False]]

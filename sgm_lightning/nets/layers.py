@@ -80,7 +80,7 @@ def winograd_weight_grad_chosen(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not (b >= WINOGRAD_MIN_BATCH and h * w >= 1024 and weight.shape[1] > weight.shape[0]))
 
 
-def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool = True) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` for a 3x3 ``weight``; Winograd for wide CPU layers.
 
     NNPACK's Winograd F(6x6, 3x3) runs the forward and the input gradient for float32 NCHW
@@ -89,10 +89,12 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     against float64, oneDNN's ~3e-6; fixed per shape, so runs stay reproducible); our
     F(3x3, 4x4) the weight gradient where :func:`winograd_weight_grad_chosen` says so
     (:func:`conv3x3_backward`); oneDNN the rest. ``torch.backends.nnpack.flags(enabled=False)``,
-    autocast or ``torch.compile`` turn every Winograd path off.
+    autocast or ``torch.compile`` turn every Winograd path off. ``training=False`` (a module in eval
+    mode: likelihoods, guidance) keeps PyTorch's own backward, which computes only the gradients
+    asked for (``autograd.grad(out, x)`` then skips the weight gradient).
     """
     forward = winograd_chosen(x, weight)
-    if (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    if (training and torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
             and (forward or winograd_weight_grad_chosen(x, weight))):
         return _Conv3x3.apply(x, weight, bias, forward)
     if forward:
@@ -204,7 +206,7 @@ class Conv2d(nn.Conv2d):
     def _conv_forward(self, x, weight, bias):
         if (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.padding == (1, 1)
                 and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"):
-            return conv3x3(x, weight, bias)
+            return conv3x3(x, weight, bias, self.training)
         return super()._conv_forward(x, weight, bias)
 
 

@@ -74,8 +74,10 @@ class _GroupNormSiLU(torch.autograd.Function):
 
 
 def _lean_ok(norm: nn.GroupNorm, act: nn.Module, x: torch.Tensor) -> bool:
-    """The recomputing path is exact for fp32/fp64 SiLU after an affine GroupNorm, outside autocast."""
-    return (isinstance(act, nn.SiLU) and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+    """The recomputing path is exact for fp32/fp64 SiLU after an affine GroupNorm, outside autocast;
+    taken in training mode only: in eval mode (likelihoods, guidance) autograd's own nodes compute
+    just the gradients asked for, where a custom backward computes every parameter's too."""
+    return (isinstance(act, nn.SiLU) and norm.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and not torch.is_autocast_enabled(x.device.type) and norm.affine
             and x.dtype == norm.weight.dtype and (x.requires_grad or norm.weight.requires_grad))
 
