@@ -45,6 +45,8 @@ WINOGRAD_MIN_BATCH, WINOGRAD_MIN_PIXELS, WINOGRAD_MIN_CHANNELS = 16, 256, 64
 #: 1.2-2.2x faster than oneDNN's at 128-512 channels on 16x16 / 32x32 maps, batch 1-16; 0.95x at 64,
 #: 0.2-0.45x at 16-32 channels
 WINOGRAD_WEIGHT_MIN_CHANNELS = 128
+#: the tile of grad that one Winograd weight-gradient product covers (F(3x3, 4x4), 6x6 input tiles)
+WINOGRAD_WEIGHT_TILE = 4
 
 
 @functools.cache
@@ -110,12 +112,13 @@ def conv3x3_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, 
     convolution; the weight gradient runs :func:`conv3x3_weight_grad` where
     :func:`winograd_weight_grad_chosen` says so; the rest is oneDNN's ``convolution_backward``.
     """
+    grad = grad.contiguous()  # autograd may hand over an expanded or strided gradient
     g_x = g_w = g_b = None
     flipped = weight.transpose(0, 1)
     if need[0] and winograd_chosen(grad, flipped):
         g_x = torch._nnpack_spatial_convolution(grad, flipped.flip(2, 3).contiguous(), None, [1, 1])
         need = (False, need[1], need[2])
-    if need[1] and grad.is_contiguous() and winograd_weight_grad_chosen(x, weight):
+    if need[1] and winograd_weight_grad_chosen(x, weight):
         g_w = conv3x3_weight_grad(grad, x)
         g_b = grad.sum((0, 2, 3)) if need[2] else None
         need = (need[0], False, False)
@@ -124,10 +127,6 @@ def conv3x3_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, 
                                                 [0, 0], 1, list(need))
         g_x, g_w, g_b = (a if a is not None else b for a, b in zip((g_x, g_w, g_b), g))
     return g_x, g_w, g_b
-
-
-#: the tile of grad that one Winograd weight-gradient product covers (F(3x3, 4x4), 6x6 input tiles)
-WINOGRAD_WEIGHT_TILE = 4
 
 
 @functools.cache
@@ -197,7 +196,7 @@ class _Conv3x3(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
-        return *conv3x3_backward(grad.contiguous(), x, weight, (need[0], need[1], need[2] and ctx.has_bias)), None
+        return *conv3x3_backward(grad, x, weight, (need[0], need[1], need[2] and ctx.has_bias)), None
 
 
 class Conv2d(nn.Conv2d):

@@ -115,7 +115,7 @@ class _GroupNormSiLUConv(torch.autograd.Function):
                 a = a.mul_(mask).mul_(1.0 / (1.0 - ctx.p))
         mask3 = (any(need[:3]), need[3], need[4])
         if weight.shape[-2:] == (3, 3):
-            g_a, g_w, g_b = conv3x3_backward(grad.contiguous(), a, weight, mask3)
+            g_a, g_w, g_b = conv3x3_backward(grad, a, weight, mask3)
         else:
             g_a, g_w, g_b = torch.ops.aten.convolution_backward(
                 grad, a, weight, [weight.shape[0]], [1, 1], [ctx.padding] * 2, [1, 1], False, [0, 0], 1, list(mask3))
