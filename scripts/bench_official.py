@@ -59,10 +59,12 @@ def official_dir(path: str) -> str:
 
 
 def official_commit(path: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    try:  # only a checkout of its own: a copy inside another repository would report that one's HEAD
+        top, head = subprocess.run(["git", "-C", path, "rev-parse", "--show-toplevel", "--short", "HEAD"],
+                                   capture_output=True, text=True, check=True).stdout.split()
+        if os.path.realpath(top) == os.path.realpath(path):
+            return head
+    except (OSError, ValueError, subprocess.CalledProcessError):
         pass
     for readme in glob.glob(os.path.join(path, "..", "README*")) + glob.glob(os.path.join(path, "README*")):
         m = re.search(r"commit ([0-9a-f]{7,40})", open(readme, encoding="utf-8", errors="replace").read())
@@ -239,14 +241,27 @@ def inputs(net: str, cfg, batch: int, device: str):
 
 
 def check_equal(off: Official, ours: dict, net: str, device: str) -> dict[str, float]:
-    """Max relative error of eval outputs and input gradients, ours vs official, batch 4."""
+    """Max relative error of eval outputs and input gradients, ours vs official, batch 4
+    (on CUDA in true fp32: TF32 convolutions and matmuls are off for the check)."""
+    import torch
+
     x, labels = inputs(net, off.cfg, 4, device)
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return _max_rel_errs(off, ours, x, labels)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def _max_rel_errs(off: Official, ours: dict, x, labels) -> dict[str, float]:
+    import torch
 
     def run(model):
         model.eval()
         xx = x.clone().requires_grad_(True)
         out = model(xx, labels)
-        (g,) = __import__("torch").autograd.grad(out.square().mean(), xx)
+        (g,) = torch.autograd.grad(out.square().mean(), xx)
         model.train()
         return out.detach(), g
 
@@ -344,6 +359,20 @@ def _rss() -> int:
 def _hwm() -> int:
     with open("/proc/self/status") as f:
         return int(next(ln for ln in f if ln.startswith("VmHWM:")).split()[1]) * 1024
+
+
+def cuda_step_growth(side, x) -> float:
+    """CUDA: peak allocated growth (GiB) of one training step, in this process (after a first step,
+    so the optimiser state exists as in :func:`memory_child`; the caching allocator does not count)."""
+    import torch
+
+    side.step(x)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    side.step(x)
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
 def memory(net: str, sides: list[str], args, threads: int) -> dict[str, float]:
@@ -444,7 +473,9 @@ def main(args) -> None:
     commit = official_commit(path)
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    dev = torch.cuda.get_device_name() if cuda else cpu_description()
+    dev = (f"{torch.cuda.get_device_name()}; torch {torch.__version__}, CUDA {torch.version.cuda}; TF32 "
+           f"convolutions {'on' if torch.backends.cudnn.allow_tf32 else 'off'}, matmuls "
+           f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'} (both sides)" if cuda else cpu_description())
     print(f"# device: {dev}\n# official: {path} (commit {commit}){'; ' + note if note else ''}\n"
           f"# malloc: {'freed memory kept (keep_freed_memory, both sides)' if kept else 'glibc defaults'}\n"
           f"# batch {args.batch}, rounds {args.rounds} (+{args.warmup} warm-up), fp32, interleaved; "
@@ -487,13 +518,16 @@ def main(args) -> None:
                                  statistics.median(o / u for o, u in zip(t["official"], t[k])),
                                  max(errs[k], 0.0), f"{load0} -> {loadavg()}", min(c["official"]) / min(c[k])))
                     print(_fmt(rows[-1]), flush=True)
+            # CUDA: in this process (peak allocated growth is exact here, and a compiled variant is warm)
+            mem = ({k: cuda_step_growth(s, x) for k, s in sides.items()}
+                   if cuda and "memory" in args.official_modes else None)
             del off, ours, sides
             if "e2e" in args.official_modes:
                 for row in end_to_end(net, args, torch.get_num_threads()):
                     rows.append(row)
                     print(_fmt(row), flush=True)
             if "memory" in args.official_modes:
-                mem = memory(net, ["official", *variants], args, torch.get_num_threads())
+                mem = mem or memory(net, ["official", *variants], args, torch.get_num_threads())
                 for k in variants:
                     rows.append((net, "memory", torch.get_num_threads(), k, mem[k], mem["official"],
                                  mem[k] / mem["official"], None, errs[k], loadavg(), None))

@@ -9,7 +9,10 @@
    PC sampler ~790 us/step, diffusers' ScoreSdeVe ~1700 us/step; target <= 300 us).
 
 Every number is measured in this run (best of --repeats). Usage:
-    .venv/bin/python scripts/bench_sampling.py [--repeats 3] [--threads N]
+    .venv/bin/python scripts/bench_sampling.py [--repeats 3] [--threads N] [--device cuda]
+
+``--device cuda`` puts the samples, the score and the noise on the GPU (times are wall clock with
+the device synchronised; noise from per-sample CPU generators, as ``sgm sample`` draws it).
 """
 
 from __future__ import annotations
@@ -27,6 +30,24 @@ from sgm_lightning.sde import VESDE
 
 SHAPE = (3, 16, 16)
 D = math.prod(SHAPE)
+DEVICE = torch.device("cpu")  # --device
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def clock_fn():
+    """Process CPU time on one CPU thread (robust to other jobs on a shared machine), else wall
+    time; on CUDA wall time after synchronising."""
+    if DEVICE.type == "cpu" and torch.get_num_threads() == 1:
+        return time.process_time
+
+    def wall():
+        sync()
+        return time.perf_counter()
+    return wall
 
 # name, sampler, options: a few steps each (the ratio does not depend on the count)
 CASES = [
@@ -57,9 +78,8 @@ class SmallConvNet(nn.Module):
 
 
 def best_time(fn, repeats: int) -> float:
-    """Best of ``repeats`` runs, in seconds of this process's CPU time when torch runs on one
-    thread (robust to other jobs on a shared machine), else wall time."""
-    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    """Best of ``repeats`` runs, in seconds of :func:`clock_fn`."""
+    clock = clock_fn()
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -73,28 +93,28 @@ def score_sde_style_pc(sde, score_fn, shape, steps, snr=0.16, generator=None):
     """Baseline: score_sde's PC loop as it is written there (corrector, then the reverse-diffusion
     predictor through sde.discretize, batch-averaged norms, a fresh time vector per step),
     re-implemented here for timing only."""
-    x = sde.prior_sampling(shape, generator)
-    timesteps = torch.linspace(sde.T, sde.eps, steps)
+    x = sde.prior_sampling(shape, generator, device=DEVICE)
+    timesteps = torch.linspace(sde.T, sde.eps, steps, device=DEVICE)
     for i in range(steps):
-        vec_t = torch.ones(shape[0]) * timesteps[i]
+        vec_t = torch.ones(shape[0], device=DEVICE) * timesteps[i]
         grad = score_fn(x, vec_t)  # Langevin corrector
-        noise = torch.randn(x.shape, generator=generator)
+        noise = torch.randn(x.shape, generator=generator, device=DEVICE)
         grad_norm = torch.norm(grad.reshape(grad.shape[0], -1), dim=-1).mean()
         noise_norm = torch.norm(noise.reshape(noise.shape[0], -1), dim=-1).mean()
-        step_size = (snr * noise_norm / grad_norm) ** 2 * 2 * torch.ones(shape[0])
+        step_size = (snr * noise_norm / grad_norm) ** 2 * 2 * torch.ones(shape[0], device=DEVICE)
         x_mean = x + step_size[:, None, None, None] * grad
         x = x_mean + torch.sqrt(step_size * 2)[:, None, None, None] * noise
         f, G = sde.discretize(x, vec_t)  # reverse-diffusion predictor
         rev_f = f - G[:, None, None, None] ** 2 * score_fn(x, vec_t)
-        z = torch.randn(x.shape, generator=generator)
+        z = torch.randn(x.shape, generator=generator, device=DEVICE)
         x_mean = x - rev_f
         x = x_mean + G[:, None, None, None] * z
     return x_mean
 
 
 def call_time(score_fn, batch: int, repeats: int) -> float:
-    x = torch.randn(batch, *SHAPE)
-    t = torch.full((batch,), 0.5)
+    x = torch.randn(batch, *SHAPE, device=DEVICE)
+    t = torch.full((batch,), 0.5, device=DEVICE)
     return best_time(lambda: [score_fn(x, t) for _ in range(5)], repeats) / 5
 
 
@@ -107,7 +127,7 @@ class TimedScore:
 
     def __init__(self, fn):
         self.fn, self.seconds = fn, 0.0
-        self.clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+        self.clock = clock_fn()
 
     def __call__(self, x, t):
         t0 = self.clock()
@@ -129,7 +149,7 @@ def overhead_table(score_fn, label: str, repeats: int):
             timed = TimedScore(score_fn)
             t0 = timed.clock()
             res = run_sampler(sampler, sde, timed, (256, *SHAPE), generator=torch.Generator().manual_seed(0),
-                              **opts)
+                              device=DEVICE, **opts)
             total = timed.clock() - t0
             if best is None or total < best[0]:
                 best = (total, timed.seconds, res.nfe)
@@ -139,7 +159,7 @@ def overhead_table(score_fn, label: str, repeats: int):
 
 def bookkeeping_table(repeats: int):
     sde = sde_for_bench()
-    stub_out = torch.randn(64, *SHAPE)
+    stub_out = torch.randn(64, *SHAPE, device=DEVICE)
 
     def stub(x, t):
         return stub_out
@@ -147,17 +167,17 @@ def bookkeeping_table(repeats: int):
     print("\nbookkeeping per step, stub score, batch 64, 3x16x16 (target <= 300 us; score_sde PC ~790 us)")
     print(f"{'sampler':36s} {'steps':>5s} {'us/step':>9s} {'us/score call':>14s}")
     base = best_time(lambda: score_sde_style_pc(sde, stub, (64, *SHAPE), 20,
-                                                generator=torch.Generator().manual_seed(0)), repeats) / 20
+                                                generator=torch.Generator(DEVICE).manual_seed(0)), repeats) / 20
     print(f"{'baseline: score_sde-style PC loop':36s} {20:5d} {base * 1e6:9.0f} {base / 2 * 1e6:14.0f}")
-    noise_cost = best_time(lambda: [torch.randn(64, *SHAPE) for _ in range(20)], repeats) / 20
+    noise_cost = best_time(lambda: [torch.randn(64, *SHAPE, device=DEVICE) for _ in range(20)], repeats) / 20
     print(f"{'(one torch.randn of the batch)':36s} {'':5s} {noise_cost * 1e6:9.0f}")
     # the sampler's own arithmetic: PC with its two noise draws per step replaced by a fixed tensor
     import sgm_lightning.sampling.pc as pc_module
 
-    fixed_z, draw = torch.randn(64, *SHAPE), pc_module.noise
+    fixed_z, draw = torch.randn(64, *SHAPE, device=DEVICE), pc_module.noise
     pc_module.noise = lambda x, generator: fixed_z
     try:
-        own = best_time(lambda: run_sampler("pc", sde, stub, (64, *SHAPE), steps=20), repeats) / 20
+        own = best_time(lambda: run_sampler("pc", sde, stub, (64, *SHAPE), steps=20, device=DEVICE), repeats) / 20
     finally:
         pc_module.noise = draw
     print(f"{'PC without its 2 noise draws':36s} {20:5d} {own * 1e6:9.0f} {own / 2 * 1e6:14.0f}")
@@ -173,7 +193,7 @@ def bookkeeping_table(repeats: int):
                 calls[0] = step.i + 1
 
             res = run_sampler(sampler, sde, stub, (64, *SHAPE), generator=torch.Generator().manual_seed(0),
-                              callback=cb, **opts)
+                              callback=cb, device=DEVICE, **opts)
             info["steps"], info["nfe"] = calls[0], res.nfe
 
         wall = best_time(run, repeats)
@@ -207,7 +227,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--norms-study", action="store_true", help="only the batch/sample norms study")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (not with --norms-study)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU here")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -216,11 +241,12 @@ def main():
     torch.set_flush_denormal(True)
     if args.norms_study:
         return norms_study(args.repeats)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
-    means = torch.randn(3, D) * 2
-    gm = GaussianMixture([0.5, 0.3, 0.2], means, [0.5, 1.0, 0.7])
-    overhead_table(gm.score_fn(sde_for_bench()), "analytic 3-mode mixture score (d = 768)", args.repeats)
-    net = SmallConvNet().eval()
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, {where}")
+    if DEVICE.type == "cpu":  # the analytic mixture computes in float64 on the CPU
+        gm = GaussianMixture([0.5, 0.3, 0.2], torch.randn(3, D) * 2, [0.5, 1.0, 0.7])
+        overhead_table(gm.score_fn(sde_for_bench()), "analytic 3-mode mixture score (d = 768)", args.repeats)
+    net = SmallConvNet().to(DEVICE).eval()
     with torch.no_grad():
         overhead_table(lambda x, t: net(x, t), "small conv net (3 conv layers, 32 channels)", args.repeats)
         bookkeeping_table(args.repeats)

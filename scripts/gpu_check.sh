@@ -5,10 +5,13 @@
 #   scripts/gpu_check.sh [--official PATH] [--batch 128] [--quick]
 #
 #   --official PATH   also time the official score_sde_pytorch (PATH: it, or a folder holding it)
-#                     fp32 against ours in fp32 and in bf16 + channels_last + torch.compile
+#                     fp32 against ours in fp32, channels_last, bf16, bf16 + channels_last and
+#                     bf16 + channels_last + torch.compile (training steps and memory; this replaces
+#                     the separate bench_nets run, whose modes it covers)
 #   --quick           fewer rounds, DDPM++ only (a smoke run)
 # On a machine without a CUDA GPU it prints "no GPU" and exits 0 (CI runs that path).
-# Environment: PYTHON (default .venv/bin/python).
+# Environment: PYTHON (default .venv/bin/python), GPU_CHECK_LOGS (the log folder; default a new
+# temporary one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -28,7 +31,8 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
   exit 0
 fi
 
-OUT=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+OUT=${GPU_CHECK_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
+mkdir -p "$OUT"
 status=0
 summary=()
 run() {  # run NAME TIMEOUT_S CMD...: log to $OUT/NAME.log, keep going on failure
@@ -49,22 +53,24 @@ print(f"# GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB, capability {p.major}.
       f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
 EOF
 
-# 1. GPU tests: fp32 parity with the CPU, channels_last + recompute, bf16 autocast, compile, sampling
-run tests 240 "$PY" -m pytest -q -rs tests/test_perf_gpu.py
-
-# 2. our networks: fp32 vs channels_last, bf16, compile and all three together (fwd + bwd, img/s)
-run bench_nets 300 "$PY" scripts/bench_nets.py --device cuda --nets $NETS --batch "$BATCH" --rounds "$ROUNDS" \
-  --modes fp32 channels_last bf16 fast infer --no-memory
-
-# 3. against the official code: official fp32 training step vs ours fp32 and ours fast
+# 1. the networks: against the official code when given (its fp32 step is the baseline), else ours
+#    alone (fp32 vs channels_last, bf16, compile and all three; fwd + bwd, img/s)
 if [ -n "$OFFICIAL" ]; then
-  run bench_official 420 "$PY" scripts/bench_nets.py --official "$OFFICIAL" --device cuda --nets $NETS \
-    --batch "$BATCH" --rounds "$ROUNDS" --official-modes train infer memory \
+  run bench_official 330 "$PY" scripts/bench_nets.py --official "$OFFICIAL" --device cuda --nets $NETS \
+    --batch "$BATCH" --rounds "$ROUNDS" --official-modes train memory \
+    --ours "cl:memory_format=channels_last" --ours "bf16:autocast=bf16" \
+    --ours "bf16_cl:autocast=bf16,memory_format=channels_last" \
     --ours "fast:autocast=bf16,memory_format=channels_last,compile=true"
+else
+  run bench_nets 300 "$PY" scripts/bench_nets.py --device cuda --nets $NETS --batch "$BATCH" --rounds "$ROUNDS" \
+    --modes fp32 channels_last bf16 fast infer --no-memory
 fi
 
-# 4. sampler bookkeeping (CPU-side overhead per step)
-run bench_sampling 120 "$PY" scripts/bench_sampling.py --repeats 2
+# 2. GPU tests: fp32 parity with the CPU, channels_last + recompute, bf16 autocast, compile, sampling
+run tests 150 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_perf_gpu.py
+
+# 3. the samplers on the GPU: wall time over time in the score network, and bookkeeping per step
+run bench_sampling 60 "$PY" scripts/bench_sampling.py --device cuda --repeats 2
 
 echo
 cat "$OUT/device.txt"

@@ -21,6 +21,7 @@ TINY = dict(image_size=16, num_channels=3, nf=16, ch_mult=(1, 2), num_res_blocks
 def no_tf32():
     """fp32 comparisons in true fp32 (TF32 convs/matmuls round to 10 mantissa bits)."""
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
