@@ -103,14 +103,16 @@ def import_official(path: str, device: str):
     _ml_collections_stand_in()
     note = ""
     if device.startswith("cuda"):
-        from op import upfirdn2d as up
+        import importlib
 
-        if getattr(up, "upfirdn2d_op", None) is None:  # the CUDA extension is not built: native on CUDA too
-            up.upfirdn2d = lambda x, k, up_=1, down=1, pad=(0, 0): up.upfirdn2d_native(
-                x, k, up_, up_, down, down, pad[0], pad[1], pad[0], pad[1])
+        op = importlib.import_module("op.upfirdn2d")  # the module (the package exports its function by that name)
+        if getattr(op, "upfirdn2d_op", None) is None:  # the CUDA extension is not built: native on CUDA too
+            def upfirdn2d(x, k, up=1, down=1, pad=(0, 0)):  # the official signature
+                return op.upfirdn2d_native(x, k, up, up, down, down, pad[0], pad[1], pad[0], pad[1])
+
             import models.up_or_down_sampling as uds
 
-            uds.upfirdn2d = up.upfirdn2d
+            op.upfirdn2d = uds.upfirdn2d = upfirdn2d
             note = "official FIR runs upfirdn2d_native on CUDA (extension not built)"
     return d, note
 

@@ -82,28 +82,14 @@ def test_compile_matches_eager():
     assert _rel(out_c, out) < 1e-3 and _rel(g_c, g) < 1e-3
 
 
-def test_sampling_on_the_gpu_does_not_depend_on_the_batch_size(tmp_path: Path):
+def test_sampling_on_the_gpu_does_not_depend_on_the_batch_size(tiny_export, tmp_path: Path):
     """``sgm sample --accelerator gpu`` (DDP strategy, one GPU): image k depends on (seed, k) only."""
-    from safetensors.torch import save_file
-
     from sgm_lightning.cli import main
-    from sgm_lightning.config import load_config, to_yaml
-    from sgm_lightning.config import data_shape
-    from sgm_lightning.checkpoint import build_net
 
-    cfg = load_config(None, ["data.image_size=8", "model.preset=ncsnpp_digits", "model.kwargs.nf=8",
-                             "model.kwargs.ch_mult=[1]", "model.kwargs.num_res_blocks=1",
-                             "model.kwargs.attn_resolutions=[]", "sde.N=50", "sample.steps=3"])
-    torch.manual_seed(0)
-    net = build_net(cfg.model, data_shape(cfg.data), cfg.sde, cfg.data.centered)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.yaml").write_text(to_yaml(cfg))
+    ckpt = tiny_export("sample.steps=3")
     outs = []
     for name, batch in (("a", "8"), ("b", "3")):
-        assert main(["sample", "--ckpt", str(tmp_path), "--out", str(tmp_path / name), "--no-progress", "--n", "7",
+        assert main(["sample", "--ckpt", str(ckpt), "--out", str(tmp_path / name), "--no-progress", "--n", "7",
                      "--batch-size", batch, "--seed", "5", "--accelerator", "gpu", "--devices", "1"]) == 0
         outs.append(np.load(tmp_path / name / "samples.npz")["x"].astype(int))
     assert outs[0].shape == (7, 8, 8, 1)

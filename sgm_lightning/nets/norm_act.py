@@ -45,15 +45,21 @@ def _affine(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, weight: tor
     return torch.addcmul(shift.view(n, c, 1, 1), x, scale.view(n, c, 1, 1))
 
 
+def _gn_layout(x: torch.Tensor) -> torch.Tensor:
+    """CUDA's GroupNorm kernels take NCHW-contiguous tensors only (``F.group_norm`` converts too);
+    the CPU kernels also take channels_last."""
+    return x if x.device.type == "cpu" else x.contiguous()
+
+
 def _group_norm_stats(x, weight, bias, groups: int, eps: float):
     n, c = x.shape[:2]
-    return torch.native_group_norm(x, weight, bias, n, c, x[0, 0].numel(), groups, eps)  # (y, mean, rstd)
+    return torch.native_group_norm(_gn_layout(x), weight, bias, n, c, x[0, 0].numel(), groups, eps)  # (y, mean, rstd)
 
 
 def _group_norm_backward(g_y, x, mean, rstd, weight, groups: int, need: tuple[bool, bool, bool]):
     n, c = x.shape[:2]
-    return torch.ops.aten.native_group_norm_backward(g_y, x, mean, rstd, weight, n, c, x[0, 0].numel(), groups,
-                                                     list(need))
+    return torch.ops.aten.native_group_norm_backward(_gn_layout(g_y), _gn_layout(x), mean, rstd, weight, n, c,
+                                                     x[0, 0].numel(), groups, list(need))
 
 
 class _GroupNormSiLU(torch.autograd.Function):
