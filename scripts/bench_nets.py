@@ -218,6 +218,8 @@ def main() -> None:
     ap.add_argument("--glibc-defaults", action="store_true",
                     help="--official speed rounds with glibc's malloc defaults (default: freed memory kept)")
     ap.add_argument("--e2e-steps", type=int, default=12, help="steps of each loop in the e2e mode")
+    ap.add_argument("--profile", action="store_true",
+                    help="with --official: profile one training step of each side after the timed rounds")
     ap.add_argument("--official-case", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.official or args.official_case:

@@ -162,7 +162,8 @@ class Ours:
 
     ``options``: NCSNpp keyword options, plus step options: ``autocast=bf16`` (the loss and
     forward under bf16 autocast, as ``trainer.precision=bf16-mixed``), ``compile=true``
-    (``torch.compile`` of the network), ``winograd=false`` (NNPACK off: oneDNN for every
+    (``torch.compile`` of the network; or a mode: ``compile=reduce-overhead`` adds CUDA graphs,
+    as ``model.compile_mode``), ``winograd=false`` (NNPACK off: oneDNN for every
     convolution) and ``adam=for_loop|foreach|fused`` (``optim.implementation``).
     """
 
@@ -186,15 +187,16 @@ class Ours:
 
         self.cfg = load_config(os.path.join(ROOT, "configs", PROJECT_CONFIGS[net]),
                                [f"data.batch_size={batch}", "logging.logger=none", "trainer.max_steps=1000",
-                                *([f"optim.implementation={adam}"] if adam else [])])
+                                *([f"optim.implementation={adam}"] if adam else []),
+                                *(["model.compile=true"] if compiled else []),
+                                *([f"model.compile_mode={compiled}"] if compiled not in (False, True) else [])])
         _, kwargs = network_kwargs_from_score_sde(official_cfg)
         self.net = NCSNpp(**kwargs, **options)
         if state_dict is not None:
             load_official_state(self.net, state_dict)
+        # model.compile: the module's loss calls its torch.compile'd view of the net, as in sgm train
         self.module = m = ScoreModule(self.cfg, net=self.net.to(device)).to(device).train()
-        if compiled:
-            m.net = torch.compile(self.net)
-        self.forward = m.net
+        self.forward = m._loss_net
         opt = m.configure_optimizers()
         self.optimizer, self.sched = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
         m.trainer = types.SimpleNamespace(optimizers=[self.optimizer], global_step=0, global_rank=0, local_rank=0,
@@ -363,6 +365,34 @@ def _hwm() -> int:
         return int(next(ln for ln in f if ln.startswith("VmHWM:")).split()[1]) * 1024
 
 
+def profile_step(name: str, fn, cuda: bool) -> None:
+    """One call of ``fn`` under torch.profiler: wall time, the GPU's busy time (summed kernel time)
+    and kernel count, then the top operators by self CPU time and the top kernels by GPU time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(getattr(e, "device_time", 0.0) for e in kernels) / 1e3
+    ops = sorted((e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CPU),
+                 key=lambda e: -e.self_cpu_time_total)
+    print(f"# profile {name}: wall {wall * 1e3:.1f} ms (profiled), GPU kernels {len(kernels)} busy {busy:.1f} ms; "
+          f"top self-CPU: " + ", ".join(f"{e.key} {e.self_cpu_time_total / 1e3:.1f} ms x{e.count}" for e in ops[:8]),
+          flush=True)
+    if kernels:
+        by: dict[str, list[float]] = {}
+        for e in kernels:
+            by.setdefault(e.name[:60], []).append(getattr(e, "device_time", 0.0) / 1e3)
+        top = sorted(by.items(), key=lambda kv: -sum(kv[1]))[:6]
+        print("#   top kernels: " + "; ".join(f"{k} {sum(v):.1f} ms x{len(v)}" for k, v in top), flush=True)
+
+
 def cuda_step_growth(side, x) -> float:
     """CUDA: peak allocated growth (GiB) of one training step, in this process (after a first step,
     so the optimiser state exists as in :func:`memory_child`; the caching allocator does not count)."""
@@ -520,6 +550,9 @@ def main(args) -> None:
                                  statistics.median(o / u for o, u in zip(t["official"], t[k])),
                                  max(errs[k], 0.0), f"{load0} -> {loadavg()}", min(c["official"]) / min(c[k])))
                     print(_fmt(rows[-1]), flush=True)
+            if args.profile:
+                for k, s in sides.items():
+                    profile_step(f"{net} train {k}", lambda s=s, x=x: s.step(x), cuda)
             # CUDA: in this process (peak allocated growth is exact here, and a compiled variant is warm)
             mem = ({k: cuda_step_growth(s, x) for k, s in sides.items()}
                    if cuda and "memory" in args.official_modes else None)
