@@ -131,7 +131,8 @@ class ScoreModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
         if grads:  # before Lightning clips (optim.grad_clip), so the logged norm is the raw one
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            # one fused launch for all per-tensor norms (a loop launched ~550 on CUDA for NCSN++)
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
             self.log("train/grad_norm", norm)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
