@@ -21,9 +21,12 @@ variant, official, ...) so that load from other processes hits every side alike:
   as ``sgm train``), for both sides alike: with glibc's defaults each step page-faults its
   activations back in (about 200,000 faults and 1-3 s of system time per step here, more for the
   official side), which made same-round ratios swing by +-15%; ``--glibc-defaults`` measures that.
-- ``memory``: peak growth of a second training step (RSS high-water mark on CPU with glibc's mmap
-  threshold fixed at 64 KiB so freed tensors leave RSS at once; ``max_memory_allocated`` on CUDA),
-  one side per fresh process.
+- ``memory``: peak growth of a second training step. CPU: the RSS high-water mark with glibc's mmap
+  threshold fixed at 64 KiB so freed tensors leave RSS at once, one side per fresh process. CUDA:
+  ``max_memory_allocated`` growth in this process, after the timed rounds (exact there, and a
+  compiled variant is already compiled).
+- ``--profile``: one more training step per side under torch.profiler (wall time, GPU busy time
+  and kernel count on CUDA, the top operators and kernels).
 
 Every report states the CPU (model and SIMD flags), torch, threads, batch, the official commit and
 the load average. ``ml_collections`` (needed by the official configs) is replaced by a minimal
