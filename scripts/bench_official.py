@@ -333,7 +333,8 @@ def time_sides(fns: dict, rounds: int, sync, warmup: int = 2) -> tuple[dict[str,
 
 
 def memory_child(args) -> None:
-    """One side's peak growth over a second training step, printed as JSON (fresh process)."""
+    """One side's peak RSS growth over a second training step on the CPU, printed as JSON (fresh
+    process; CUDA measures in the main process, :func:`cuda_step_growth`)."""
     import torch
 
     net, side, threads = args.official_case.split(":")
@@ -344,18 +345,11 @@ def memory_child(args) -> None:
            else Ours(net, args.batch, args.device, cfg, None, parse_variants(args.ours)[side]))
     x, _ = inputs(net, cfg, args.batch, args.device)
     obj.step(x)  # step 1 allocates the optimiser state
-    cuda = args.device.startswith("cuda")
-    if cuda:
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        base = _rss()
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # VmHWM := current RSS
+    base = _rss()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := current RSS
     obj.step(x)
-    peak = torch.cuda.max_memory_allocated() if cuda else _hwm()
-    print(json.dumps({"peak_growth_gib": (peak - base) / 2**30}))
+    print(json.dumps({"peak_growth_gib": (_hwm() - base) / 2**30}))
 
 
 def _rss() -> int:
@@ -557,15 +551,15 @@ def main(args) -> None:
                 for k, s in sides.items():
                     profile_step(f"{net} train {k}", lambda s=s, x=x: s.step(x), cuda)
             # CUDA: in this process (peak allocated growth is exact here, and a compiled variant is warm)
-            mem = ({k: cuda_step_growth(s, x) for k, s in sides.items()}
-                   if cuda and "memory" in args.official_modes else None)
+            cuda_mem = ({k: cuda_step_growth(s, x) for k, s in sides.items()}
+                        if cuda and "memory" in args.official_modes else None)
             del off, ours, sides
             if "e2e" in args.official_modes:
                 for row in end_to_end(net, args, torch.get_num_threads()):
                     rows.append(row)
                     print(_fmt(row), flush=True)
             if "memory" in args.official_modes:
-                mem = mem or memory(net, ["official", *variants], args, torch.get_num_threads())
+                mem = cuda_mem if cuda else memory(net, ["official", *variants], args, torch.get_num_threads())
                 for k in variants:
                     rows.append((net, "memory", torch.get_num_threads(), k, mem[k], mem["official"],
                                  mem[k] / mem["official"], None, errs[k], loadavg(), None))

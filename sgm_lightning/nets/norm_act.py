@@ -24,7 +24,8 @@ from torch import nn
 
 from .layers import conv3x3, conv3x3_backward
 
-#: ``recompute_norm_act="auto"`` per device type (docs/performance.md); CUDA is not measured yet
+#: ``recompute_norm_act="auto"`` per device type (docs/performance.md); on CUDA only the plain path
+#: has been timed (an H200, 2026-12-04), "norm" not yet
 AUTO_RECOMPUTE: dict[str, bool | str] = {"cpu": "norm", "cuda": False}
 
 
@@ -60,6 +61,11 @@ def _group_norm_backward(g_y, x, mean, rstd, weight, groups: int, need: tuple[bo
     n, c = x.shape[:2]
     return torch.ops.aten.native_group_norm_backward(_gn_layout(g_y), _gn_layout(x), mean, rstd, weight, n, c,
                                                      x[0, 0].numel(), groups, list(need))
+
+
+def _same3x3(weight: torch.Tensor, padding: int) -> bool:
+    """The conv is the 3x3 'same' one of :func:`conv3x3` (forward) and :func:`conv3x3_backward`."""
+    return weight.shape[-2:] == (3, 3) and padding == 1
 
 
 class _GroupNormSiLU(torch.autograd.Function):
@@ -108,7 +114,7 @@ class _GroupNormSiLUConv(torch.autograd.Function):
             a = a.mul_(mask).mul_(1.0 / (1.0 - p))
         ctx.groups, ctx.padding, ctx.p = groups, padding, p
         ctx.save_for_backward(x, gn_w, gn_b, weight, mask, mean, rstd, a if keep_input else None)
-        return conv3x3(a, weight, bias) if weight.shape[-2:] == (3, 3) else F.conv2d(a, weight, bias, padding=padding)
+        return conv3x3(a, weight, bias) if _same3x3(weight, padding) else F.conv2d(a, weight, bias, padding=padding)
 
     @staticmethod
     def backward(ctx, grad):
@@ -120,7 +126,7 @@ class _GroupNormSiLUConv(torch.autograd.Function):
             if mask is not None:
                 a = a.mul_(mask).mul_(1.0 / (1.0 - ctx.p))
         mask3 = (any(need[:3]), need[3], need[4])
-        if weight.shape[-2:] == (3, 3):
+        if _same3x3(weight, ctx.padding):
             g_a, g_w, g_b = conv3x3_backward(grad, a, weight, mask3)
         else:
             g_a, g_w, g_b = torch.ops.aten.convolution_backward(
